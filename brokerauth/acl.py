@@ -1,0 +1,115 @@
+"""The ACL decision engine: who may publish, subscribe to or receive which topic, and why.
+
+Plain Python, no Django, so that the rules can be read and tested on their own. The models
+compile accounts and rules into a `Subject`; `explain()` decides.
+
+Evaluation: an inactive account is denied; a superuser is allowed everything; otherwise the
+matching rule of highest priority decides, a deny beating an allow at equal priority; when no
+rule matches, the answer is deny. For a subscribe request the filter is compared as a filter:
+an allow rule must cover every topic the filter can match, while a deny rule applies as soon
+as the two overlap. `$share/<group>/` is stripped first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntFlag
+
+from brokerauth import topics
+
+
+class Access(IntFlag):
+    """go-auth's `acc` values; a rule's access is a combination of them."""
+
+    RECEIVE = 1
+    PUBLISH = 2
+    SUBSCRIBE = 4
+    ALL = 7
+
+
+ACCESS_BY_NAME = {
+    "receive": Access.RECEIVE,
+    "read": Access.RECEIVE,
+    "publish": Access.PUBLISH,
+    "write": Access.PUBLISH,
+    "subscribe": Access.SUBSCRIBE,
+    "all": Access.ALL,
+}
+
+
+def parse_access(value: str | int) -> Access:
+    """An access from go-auth's integer (1, 2, 4) or a name; ValueError otherwise."""
+    if isinstance(value, str) and value.strip().lower() in ACCESS_BY_NAME:
+        return ACCESS_BY_NAME[value.strip().lower()]
+    number = int(value)
+    if number not in (1, 2, 4):
+        raise ValueError(f"access must be 1, 2 or 4, not {number}")
+    return Access(number)
+
+
+@dataclass(frozen=True)
+class Rule:
+    pattern: str
+    access: Access
+    allow: bool
+    priority: int = 0
+    source: str = ""
+    id: int | None = None
+
+    def describe(self) -> str:
+        verb = "allow" if self.allow else "deny"
+        names = "/".join(a.name.lower() for a in Access if a in self.access and a != Access.ALL)
+        where = f" ({self.source})" if self.source else ""
+        return f"#{self.id} {verb} {names} {self.pattern} priority {self.priority}{where}"
+
+
+@dataclass(frozen=True)
+class Subject:
+    """An account as the engine sees it: its flags and all its rules (own and groups')."""
+
+    username: str
+    active: bool = True
+    superuser: bool = False
+    rules: tuple[Rule, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Highest priority first, deny before allow: the first match decides.
+        ordered = sorted(self.rules, key=lambda r: (-r.priority, r.allow))
+        object.__setattr__(self, "rules", tuple(ordered))
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str
+    rule: Rule | None = None
+
+
+def explain(subject: Subject | None, clientid: str, topic: str, access: Access) -> Decision:
+    """Decide one request and say why. Raises topics.TopicError on a malformed topic."""
+    if access == Access.SUBSCRIBE:
+        wanted = topics.strip_share(topic)
+        topics.validate_filter(wanted)
+    else:
+        wanted = topic
+        topics.validate_topic(wanted)
+    if subject is None:
+        return Decision(False, "unknown account")
+    if not subject.active:
+        return Decision(False, "account disabled")
+    if subject.superuser:
+        return Decision(True, "superuser")
+    for rule in subject.rules:
+        if access in rule.access and _applies(rule, subject.username, clientid, wanted, access):
+            verb = "allowed" if rule.allow else "denied"
+            return Decision(rule.allow, f"{verb} by rule {rule.describe()}", rule)
+    return Decision(False, "no rule matched")
+
+
+def _applies(rule: Rule, username: str, clientid: str, wanted: str, access: Access) -> bool:
+    levels = topics.expand(rule.pattern, username, clientid)
+    if access != Access.SUBSCRIBE:
+        return topics.matches(levels, wanted)
+    if rule.allow:
+        return topics.covers(levels, wanted)
+    return topics.overlaps(levels, wanted)

@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+
+from brokerauth import passwords
+from brokerauth.models import Account, AuthEvent, Group, Membership, Rule
+
+
+def generate_password() -> str:
+    return secrets.token_urlsafe(18)
+
+
+class PasswordFields(forms.ModelForm):
+    """Set or reset an account's password; a generated one is shown once, after saving."""
+
+    new_password = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Leave empty to keep the current password.",
+    )
+    generate = forms.BooleanField(
+        required=False,
+        label="Generate a random password",
+        help_text="It is shown once after saving, then only its bcrypt hash is kept.",
+    )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("generate"):
+            data["new_password"] = generate_password()
+        password = data.get("new_password") or ""
+        if len(password.encode()) > passwords.MAX_PASSWORD_BYTES:
+            self.add_error("new_password", "Passwords are limited to 72 bytes (bcrypt).")
+        if not password and not (self.instance.pk and self.instance.password_hash):
+            self.add_error("new_password", "A new account needs a password (or generate one).")
+        return data
+
+
+class RuleInline(admin.TabularInline):
+    model = Rule
+    extra = 1
+    fields = ["pattern", "access", "allow", "priority", "description"]
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 1
+    autocomplete_fields = ["group"]
+
+
+@admin.register(Account)
+class AccountAdmin(admin.ModelAdmin):
+    form = PasswordFields
+    list_display = [
+        "username",
+        "is_active",
+        "is_superuser",
+        "client_id",
+        "last_login_at",
+        "lockout",
+    ]
+    list_filter = ["is_active", "is_superuser", "groups"]
+    search_fields = ["username", "client_id", "description"]
+    readonly_fields = ["created_at", "changed_at", "last_login_at", "failed_logins", "locked_until"]
+    fields = [
+        "username",
+        "new_password",
+        "generate",
+        "is_active",
+        "is_superuser",
+        "client_id",
+        "description",
+        *readonly_fields,
+    ]
+    inlines = [MembershipInline, RuleInline]
+    actions = ["unlock", "disable"]
+
+    @admin.display(description="lockout")
+    def lockout(self, account: Account) -> str:
+        if account.is_locked(timezone.now()):
+            return f"locked until {account.locked_until:%H:%M:%S} ({account.failed_logins} fails)"
+        return f"{account.failed_logins} recent failures" if account.failed_logins else ""
+
+    def save_model(self, request: HttpRequest, obj: Account, form: Any, change: bool) -> None:
+        password = form.cleaned_data.get("new_password")
+        if password:
+            obj.set_password(password)
+        super().save_model(request, obj, form, change)
+        if form.cleaned_data.get("generate"):
+            messages.warning(
+                request,
+                f"Password of {obj.username}: {password} (shown once; copy it now).",
+            )
+
+    @admin.action(description="Unlock the selected accounts")
+    def unlock(self, request: HttpRequest, queryset: QuerySet[Account]) -> None:
+        count = queryset.update(failed_logins=0, locked_until=None)
+        self.message_user(request, f"Unlocked {count} accounts.")
+
+    @admin.action(description="Disable the selected accounts")
+    def disable(self, request: HttpRequest, queryset: QuerySet[Account]) -> None:
+        count = queryset.update(is_active=False, changed_at=timezone.now())
+        self.message_user(request, f"Disabled {count} accounts.")
+
+
+@admin.register(Group)
+class GroupAdmin(admin.ModelAdmin):
+    list_display = ["name", "description", "changed_at"]
+    search_fields = ["name", "description"]
+    inlines = [RuleInline]
+
+
+@admin.register(Rule)
+class RuleAdmin(admin.ModelAdmin):
+    list_display = ["pattern", "access", "allow", "priority", "account", "group"]
+    list_filter = ["access", "allow", "group"]
+    search_fields = ["pattern", "account__username", "group__name", "description"]
+    autocomplete_fields = ["account", "group"]
+
+
+@admin.register(AuthEvent)
+class AuthEventAdmin(admin.ModelAdmin):
+    list_display = [
+        "created_at",
+        "kind",
+        "username",
+        "client_id",
+        "allowed",
+        "access",
+        "topic",
+        "reason",
+    ]
+    list_filter = ["kind", "allowed", "created_at"]
+    search_fields = ["username", "client_id", "topic"]
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from brokerauth import acl, decisions, topics
+
+
+class Command(BaseCommand):
+    help = "Explain the ACL decision for USER CLIENTID TOPIC ACCESS (publish|subscribe|receive)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("username")
+        parser.add_argument("clientid")
+        parser.add_argument("topic")
+        parser.add_argument("access", help="publish, subscribe, receive (or 1, 2, 4)")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            access = acl.parse_access(options["access"])
+            decision = decisions.explain(
+                options["username"], options["clientid"], options["topic"], access
+            )
+        except (ValueError, topics.TopicError) as exc:
+            raise CommandError(str(exc)) from exc
+        verdict = "ALLOW" if decision.allowed else "DENY"
+        style = self.style.SUCCESS if decision.allowed else self.style.ERROR
+        self.stdout.write(style(f"{verdict}: {decision.reason}"))

@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+
+from brokerauth.models import AuthEvent
+
+
+class Command(BaseCommand):
+    help = "Delete audit rows older than --days (AUDIT_RETENTION_DAYS by default)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--days", type=int, default=settings.AUDIT_RETENTION_DAYS)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        deleted = AuthEvent.objects.prune(options["days"])
+        self.stdout.write(f"Deleted {deleted} audit rows older than {options['days']} days.")

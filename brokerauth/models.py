@@ -1,0 +1,252 @@
+"""MQTT accounts, groups, ACL rules and the audit of auth decisions."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import connection, models
+from django.db.models import Q
+from django.utils import timezone
+
+from brokerauth import acl, passwords, topics
+
+
+class AccountQuerySet(models.QuerySet["Account"]):
+    def create_account(self, username: str, password: str, **fields: object) -> Account:
+        account = self.model(username=username, **fields)
+        account.set_password(password)
+        account.full_clean()
+        account.save()
+        return account
+
+    def subject(self, username: str) -> acl.Subject | None:
+        """The account and every rule that applies to it (own and groups'), in two queries."""
+        account = self.filter(username=username).first()
+        if account is None:
+            return None
+        rules = Rule.objects.filter(
+            Q(account=account) | Q(group__memberships__account=account)
+        ).select_related("account", "group")
+        return acl.Subject(
+            username=account.username,
+            active=account.is_active,
+            superuser=account.is_superuser,
+            rules=tuple(rule.compiled() for rule in rules.distinct()),
+        )
+
+
+class Account(models.Model):
+    username = models.CharField(max_length=255, unique=True)
+    password_hash = models.CharField(max_length=128, editable=False)
+    is_active = models.BooleanField("active", default=True)
+    is_superuser = models.BooleanField(
+        "superuser", default=False, help_text="Allowed every topic, without rules."
+    )
+    client_id = models.CharField(
+        "bound client id",
+        max_length=255,
+        blank=True,
+        help_text="When set, only this client id may log in with this account.",
+    )
+    description = models.TextField(blank=True)
+    groups = models.ManyToManyField(
+        "Group", through="Membership", related_name="accounts", blank=True
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    changed_at = models.DateTimeField(auto_now=True)
+    last_login_at = models.DateTimeField(null=True, blank=True, editable=False)
+    failed_logins = models.PositiveIntegerField(default=0, editable=False)
+    locked_until = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = AccountQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["username"]
+
+    def __str__(self) -> str:
+        return self.username
+
+    def set_password(self, raw: str) -> None:
+        self.password_hash = passwords.make_hash(raw)
+
+    def check_password(self, raw: str) -> bool:
+        return passwords.verify(raw, self.password_hash)
+
+    def is_locked(self, now: datetime) -> bool:
+        return self.locked_until is not None and self.locked_until > now
+
+    def lockout_after_failure(self, now: datetime) -> datetime | None:
+        """When this account unlocks if one more failure happens now (None: not locked)."""
+        extra = self.failed_logins + 1 - settings.LOGIN_LOCKOUT_THRESHOLD
+        if extra < 0:
+            return None
+        seconds = min(
+            settings.LOGIN_LOCKOUT_BASE_SECONDS * 2 ** min(extra, 30),
+            settings.LOGIN_LOCKOUT_MAX_SECONDS,
+        )
+        return now + timedelta(seconds=seconds)
+
+    def record_failure(self, now: datetime) -> None:
+        # update(), not save(): login bookkeeping must not look like a policy change.
+        self.locked_until = self.lockout_after_failure(now)
+        self.failed_logins += 1
+        Account.objects.filter(pk=self.pk).update(
+            failed_logins=models.F("failed_logins") + 1, locked_until=self.locked_until
+        )
+
+    def record_success(self, now: datetime) -> None:
+        self.failed_logins, self.locked_until, self.last_login_at = 0, None, now
+        Account.objects.filter(pk=self.pk).update(
+            failed_logins=0, locked_until=None, last_login_at=now
+        )
+
+
+class Group(models.Model):
+    name = models.CharField(max_length=150, unique=True)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    changed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="memberships")
+    group = models.ForeignKey(Group, on_delete=models.CASCADE, related_name="memberships")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "group"], name="unique_membership")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account} in {self.group}"
+
+
+class Rule(models.Model):
+    class AccessChoice(models.IntegerChoices):
+        RECEIVE = acl.Access.RECEIVE, "receive"
+        PUBLISH = acl.Access.PUBLISH, "publish"
+        SUBSCRIBE = acl.Access.SUBSCRIBE, "subscribe"
+        ALL = acl.Access.ALL, "all"
+
+    account = models.ForeignKey(
+        Account, null=True, blank=True, on_delete=models.CASCADE, related_name="rules"
+    )
+    group = models.ForeignKey(
+        Group, null=True, blank=True, on_delete=models.CASCADE, related_name="rules"
+    )
+    pattern = models.CharField(
+        max_length=1024,
+        help_text="MQTT filter; + and # wildcards; %u / %c stand for the username / client id.",
+    )
+    access = models.PositiveSmallIntegerField(choices=AccessChoice.choices)
+    allow = models.BooleanField(default=True, help_text="Unticked: the rule denies.")
+    priority = models.IntegerField(
+        default=0, help_text="Highest wins; deny beats allow at equal priority."
+    )
+    description = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    changed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-priority", "allow", "pattern"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(account__isnull=True) ^ Q(group__isnull=True),
+                name="rule_has_one_owner",
+                violation_error_message="A rule belongs to exactly one account or one group.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.compiled().describe()
+
+    def clean(self) -> None:
+        try:
+            topics.validate_pattern(self.pattern)
+        except topics.TopicError as exc:
+            raise ValidationError({"pattern": str(exc)}) from exc
+
+    @property
+    def owner(self) -> str:
+        if self.account_id:
+            return f"account {self.account}"
+        return f"group {self.group}"
+
+    def compiled(self) -> acl.Rule:
+        return acl.Rule(
+            pattern=self.pattern,
+            access=acl.Access(self.access),
+            allow=self.allow,
+            priority=self.priority,
+            source=self.owner,
+            id=self.pk,
+        )
+
+
+def policy_fingerprint() -> tuple[object, ...]:
+    """A cheap summary that changes whenever accounts, groups, memberships or rules change.
+
+    Counts catch deletions, the latest change time catches edits, the largest id catches a
+    delete-and-add. One query, whatever the size of the tables.
+    """
+    parts = []
+    for model, column in (
+        (Account, "changed_at"),
+        (Group, "changed_at"),
+        (Rule, "changed_at"),
+        (Membership, "created_at"),
+    ):
+        table = connection.ops.quote_name(model._meta.db_table)
+        parts.append(f"(SELECT COUNT(*) FROM {table})")
+        parts.append(f"(SELECT MAX({column}) FROM {table})")
+        parts.append(f"(SELECT MAX(id) FROM {table})")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT " + ", ".join(parts))
+        return tuple(cursor.fetchone() or ())
+
+
+class AuthEventQuerySet(models.QuerySet["AuthEvent"]):
+    def prune(self, days: int) -> int:
+        cutoff = timezone.now() - timedelta(days=days)
+        deleted, _ = self.filter(created_at__lt=cutoff).delete()
+        return deleted
+
+
+class AuthEvent(models.Model):
+    """The audit: every login attempt and every ACL denial (allows are not written)."""
+
+    class Kind(models.TextChoices):
+        LOGIN = "login"
+        ACL = "acl"
+        SUPERUSER = "superuser"
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    username = models.CharField(max_length=255)
+    client_id = models.CharField(max_length=255, blank=True)
+    topic = models.TextField(blank=True)
+    access = models.PositiveSmallIntegerField(null=True, blank=True)
+    allowed = models.BooleanField()
+    reason = models.CharField(max_length=500)
+
+    objects = AuthEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["username", "-created_at"]),
+            models.Index(fields=["client_id", "-created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        verdict = "allow" if self.allowed else "deny"
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.kind} {self.username} {verdict}"

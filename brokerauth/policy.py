@@ -1,0 +1,62 @@
+"""Compiled ACL subjects kept in memory, so that a steady-state ACL check costs no query.
+
+Each process keeps the subjects it has needed. At most every POLICY_REFRESH_SECONDS, the
+next check runs one cheap query (`policy_fingerprint`) and drops everything when accounts,
+groups, memberships or rules changed in the database. That works across any number of
+Gunicorn workers and hosts, since the database is the only shared state: a change made in
+the admin or the API reaches every process within POLICY_REFRESH_SECONDS of its commit.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from django.conf import settings
+
+from brokerauth import acl
+from brokerauth.models import Account, policy_fingerprint
+
+_LIMIT = 100_000
+
+
+class PolicyCache:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._subjects: dict[str, acl.Subject | None] = {}
+        self._fingerprint: tuple[object, ...] | None = None
+        self._checked_at = float("-inf")
+
+    def subject(self, username: str) -> acl.Subject | None:
+        self._refresh_if_due()
+        try:
+            return self._subjects[username]
+        except KeyError:
+            pass
+        subject = Account.objects.subject(username)
+        if len(self._subjects) >= _LIMIT:
+            self._subjects = {}
+        self._subjects[username] = subject
+        return subject
+
+    def clear(self) -> None:
+        self._subjects = {}
+        self._checked_at = float("-inf")
+
+    def _refresh_if_due(self) -> None:
+        now = self._clock()
+        if now - self._checked_at < settings.POLICY_REFRESH_SECONDS:
+            return
+        with self._lock:
+            if now - self._checked_at < settings.POLICY_REFRESH_SECONDS:
+                return
+            fingerprint = policy_fingerprint()
+            if fingerprint != self._fingerprint:
+                self._subjects = {}
+                self._fingerprint = fingerprint
+            self._checked_at = now
+
+
+policy = PolicyCache()

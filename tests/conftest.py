@@ -1,0 +1,82 @@
+"""Actors and helpers shared by the tests."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.test import Client
+
+from brokerauth import passwords
+from brokerauth.models import Account, Group, Rule
+from brokerauth.policy import policy
+
+DEVICE_PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches() -> Iterator[None]:
+    policy.clear()
+    passwords.forget_all()
+    yield
+    policy.clear()
+    passwords.forget_all()
+
+
+def basic_auth(secret: str | None = None, user: str | None = None) -> str:
+    user = settings.MQTT_AUTH_USERNAME if user is None else user
+    secret = settings.MQTT_AUTH_SECRET if secret is None else secret
+    return "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
+
+
+class BrokerClient(Client):
+    """Speaks to /mqtt/auth/ the way go-auth does (JSON POST, Basic auth, mosquitto agent)."""
+
+    def __init__(self, **defaults: Any) -> None:
+        defaults.setdefault("HTTP_AUTHORIZATION", basic_auth())
+        defaults.setdefault("HTTP_USER_AGENT", "mosquitto-2.0.18")
+        super().__init__(**defaults)
+
+    def ask(self, endpoint: str, **fields: Any) -> Any:
+        return self.post(f"/mqtt/auth/{endpoint}", fields, content_type="application/json")
+
+
+@pytest.fixture
+def broker() -> BrokerClient:
+    return BrokerClient()
+
+
+@pytest.fixture
+def device(db: None) -> Account:
+    """alice: a device with valid credentials and the usual rights on devices/<username>/#."""
+    account = Account.objects.create_account("alice", DEVICE_PASSWORD)
+    Rule.objects.create(account=account, pattern="devices/%u/#", access=Rule.AccessChoice.ALL)
+    return account
+
+
+@pytest.fixture
+def device_without_rights(db: None) -> Account:
+    return Account.objects.create_account("mallory", DEVICE_PASSWORD)
+
+
+@pytest.fixture
+def sensors(db: None, device: Account) -> Group:
+    """A group alice belongs to, allowed to read commands addressed to its client id."""
+    group = Group.objects.create(name="sensors")
+    group.memberships.create(account=device)
+    Rule.objects.create(group=group, pattern="commands/%c", access=Rule.AccessChoice.SUBSCRIBE)
+    Rule.objects.create(group=group, pattern="commands/%c", access=Rule.AccessChoice.RECEIVE)
+    return group
+
+
+@pytest.fixture
+def superuser_account(db: None) -> Account:
+    return Account.objects.create_account("root", DEVICE_PASSWORD, is_superuser=True)
+
+
+@pytest.fixture
+def operator(db: None, django_user_model: Any) -> Any:
+    return django_user_model.objects.create_superuser("operator", "op@example.com", "op-pass-1")

@@ -1,0 +1,193 @@
+"""Contract tests: go-auth's exact requests, and the answers each response mode reads."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from django.db import connection
+from django.test import override_settings
+
+from brokerauth.models import Account, AuthEvent, Rule
+from tests.conftest import DEVICE_PASSWORD, BrokerClient, basic_auth
+
+pytestmark = pytest.mark.django_db
+
+FORM = "application/x-www-form-urlencoded"
+LOGIN = {"username": "alice", "password": DEVICE_PASSWORD, "clientid": "dev-1"}
+
+
+def acl(topic: str, acc: Any, username: str = "alice", clientid: str = "dev-1") -> dict:
+    return {"username": username, "clientid": clientid, "topic": topic, "acc": acc}
+
+
+def test_login_allowed_as_json(broker: BrokerClient, device: Account) -> None:
+    response = broker.ask("user", **LOGIN)
+    assert response.status_code == 200
+    assert response.json() == {"ok": True, "error": ""}
+
+
+def test_login_allowed_as_form(broker: BrokerClient, device: Account) -> None:
+    response = broker.post(
+        "/mqtt/auth/user", urlencode(LOGIN), content_type=FORM, HTTP_USER_AGENT="Go-http-client/1.1"
+    )
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("method", ["get", "put"])
+def test_json_body_with_get_and_put(broker: BrokerClient, device: Account, method: str) -> None:
+    body = json.dumps(LOGIN)
+    response = broker.generic(method.upper(), "/mqtt/auth/user", body, "application/json")
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({**LOGIN, "password": "wrong"}, "wrong password"),
+        ({**LOGIN, "username": "nobody"}, "unknown account"),
+    ],
+)
+def test_login_denied(broker: BrokerClient, device: Account, fields: dict, reason: str) -> None:
+    response = broker.ask("user", **fields)
+    assert response.status_code == 403
+    assert response.json() == {"ok": False, "error": reason}
+
+
+def test_disabled_account_and_bound_client_id(broker: BrokerClient, device: Account) -> None:
+    device.client_id = "dev-1"
+    device.save()
+    assert broker.ask("user", **{**LOGIN, "clientid": "other"}).status_code == 403
+    assert broker.ask("user", **LOGIN).status_code == 200
+    device.is_active = False
+    device.save()
+    assert broker.ask("user", **LOGIN).json()["error"] == "account disabled"
+
+
+def test_every_login_is_audited(broker: BrokerClient, device: Account) -> None:
+    broker.ask("user", **LOGIN)
+    broker.ask("user", **{**LOGIN, "password": "nope"})
+    events = list(AuthEvent.objects.order_by("created_at").values("allowed", "reason"))
+    assert events == [
+        {"allowed": True, "reason": "password verified"},
+        {"allowed": False, "reason": "wrong password"},
+    ]
+
+
+@pytest.mark.parametrize("acc", [2, "2"])
+def test_acl_acc_as_int_and_string(broker: BrokerClient, device: Account, acc: Any) -> None:
+    assert broker.ask("acl", **acl("devices/alice/temp", acc)).status_code == 200
+    form = broker.post(
+        "/mqtt/auth/acl", urlencode(acl("devices/alice/temp", acc)), content_type=FORM
+    )
+    assert form.status_code == 200
+
+
+def test_acl_denial_is_audited_with_its_reason(broker: BrokerClient, device: Account) -> None:
+    response = broker.ask("acl", **acl("devices/bob/temp", 2))
+    assert response.status_code == 403
+    assert response.json()["error"] == "no rule matched"
+    event = AuthEvent.objects.get()
+    assert (event.kind, event.topic, event.access) == ("acl", "devices/bob/temp", 2)
+
+
+def test_allowed_acl_checks_write_nothing(broker: BrokerClient, device: Account) -> None:
+    for _ in range(3):
+        broker.ask("acl", **acl("devices/alice/temp", 1))
+    assert not AuthEvent.objects.exists()
+
+
+def test_acl_endpoint_answers_superusers(broker: BrokerClient, superuser_account: Account) -> None:
+    assert broker.ask("acl", **acl("$SYS/#", 4, username="root")).status_code == 200
+    assert broker.ask("superuser", username="root").status_code == 200
+    assert broker.ask("superuser", username="alice").status_code == 403
+
+
+def test_group_rules_apply(broker: BrokerClient, device: Account, sensors: Any) -> None:
+    assert broker.ask("acl", **acl("commands/dev-1", 4)).status_code == 200
+    assert broker.ask("acl", **acl("commands/dev-2", 4)).status_code == 403
+
+
+@override_settings(MQTT_AUTH_RESPONSE_MODE="text")
+def test_text_response_mode(broker: BrokerClient, device: Account) -> None:
+    allowed = broker.ask("user", **LOGIN)
+    assert (allowed.status_code, allowed.content) == (200, b"ok")
+    denied = broker.ask("acl", **acl("elsewhere", 2))
+    assert (denied.status_code, denied.content) == (403, b"no rule matched")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json",
+        b"[1, 2]",
+        b'{"username": "alice"}',
+        b'{"username": "alice", "clientid": "c", "topic": "a", "acc": 3}',
+        b'{"username": "alice", "clientid": "c", "topic": "a", "acc": true}',
+        b'{"username": "alice", "clientid": "c", "topic": "a/#", "acc": 2}',
+        b'{"username": "alice", "clientid": "c", "topic": "a/#/b", "acc": 4}',
+        b'{"username": ["x"], "clientid": "c", "topic": "a", "acc": 2}',
+        b'{"username": "a\\u0000", "clientid": "c", "topic": "a", "acc": 2}',
+        b"[" * 100000,
+    ],
+)
+def test_malformed_requests_are_a_400_deny(broker: BrokerClient, body: bytes) -> None:
+    response = broker.post("/mqtt/auth/acl", body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["ok"] is False
+
+
+def test_oversized_body_is_a_400_deny(broker: BrokerClient) -> None:
+    body = json.dumps(acl("a" * 200_000, 2))
+    response = broker.post("/mqtt/auth/acl", body, content_type="application/json")
+    assert response.status_code == 400
+
+
+@pytest.mark.parametrize(
+    "header", ["", basic_auth(secret="wrong"), basic_auth(user="someone"), "Bearer x", "Basic !!"]
+)
+def test_callers_without_the_secret_are_refused(device: Account, header: str) -> None:
+    response = BrokerClient(HTTP_AUTHORIZATION=header).ask("user", **LOGIN)
+    assert response.status_code == 403
+    assert response.json()["error"] == "caller not allowed"
+
+
+@override_settings(MQTT_AUTH_ALLOWED_NETS=["10.0.0.0/8"])
+def test_callers_outside_the_allowed_networks_are_refused(
+    broker: BrokerClient, device: Account
+) -> None:
+    assert broker.ask("user", **LOGIN).status_code == 403
+    other = BrokerClient(REMOTE_ADDR="10.1.2.3")
+    assert other.ask("user", **LOGIN).status_code == 200
+
+
+def test_endpoints_never_redirect(broker: BrokerClient, device: Account) -> None:
+    response = broker.ask("user/", **LOGIN)
+    assert response.status_code == 200
+
+
+def test_database_trouble_is_a_503(broker: BrokerClient, device: Account) -> None:
+    real = dict(connection.settings_dict)
+    connection.close()
+    if connection.vendor == "sqlite":
+        connection.settings_dict["NAME"] = "/nonexistent/dir/db.sqlite3"
+    else:
+        connection.settings_dict["PORT"] = "1"
+    try:
+        login = broker.ask("user", **LOGIN)
+        check = broker.ask("acl", **acl("devices/alice/t", 2))
+    finally:
+        connection.close()
+        connection.settings_dict.update(real)
+    assert (login.status_code, check.status_code) == (503, 503)
+    assert login.json() == {"ok": False, "error": "service unavailable"}
+
+
+def test_a_rule_change_reaches_the_endpoint(broker: BrokerClient, device: Account) -> None:
+    assert broker.ask("acl", **acl("shared/news", 4)).status_code == 403
+    Rule.objects.create(account=device, pattern="shared/#", access=Rule.AccessChoice.SUBSCRIBE)
+    with override_settings(POLICY_REFRESH_SECONDS=0):
+        assert broker.ask("acl", **acl("shared/news", 4)).status_code == 200

@@ -1,0 +1,48 @@
+"""acl_check explains, prune_audit bounds the audit table."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from brokerauth.models import Account, AuthEvent
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args: str) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+def test_acl_check_names_the_deciding_rule(device: Account) -> None:
+    out = run("acl_check", "alice", "dev-1", "devices/alice/temp", "publish")
+    assert out.startswith("ALLOW: allowed by rule #")
+    assert "devices/%u/#" in out
+
+
+def test_acl_check_says_when_nothing_matched(device: Account) -> None:
+    assert run("acl_check", "alice", "c", "other/topic", "receive") == "DENY: no rule matched\n"
+
+
+def test_acl_check_rejects_bad_input(device: Account) -> None:
+    with pytest.raises(CommandError, match="wildcard"):
+        run("acl_check", "alice", "c", "a/#", "publish")
+    with pytest.raises(CommandError):
+        run("acl_check", "alice", "c", "a", "fly")
+
+
+def test_prune_audit_keeps_recent_rows(db: Any) -> None:
+    old = timezone.now() - timedelta(days=40)
+    for created in (old, timezone.now()):
+        AuthEvent.objects.create(
+            created_at=created, kind="login", username="a", allowed=False, reason="x"
+        )
+    assert "Deleted 1 audit rows" in run("prune_audit", "--days", "30")
+    assert AuthEvent.objects.count() == 1

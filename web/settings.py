@@ -1,0 +1,234 @@
+"""Settings of Django MQTT Service, driven by the environment.
+
+Every variable is listed in the README's configuration table. A variable NAME can also be
+given as NAME_FILE, the path of a file holding the value (Docker and Ansible secrets).
+Production fails closed: no default SECRET_KEY and DEBUG off unless DEV_MODE is set.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env(name: str, default: str = "") -> str:
+    """The value of NAME, or of the file named by NAME_FILE, or the default."""
+    if name in os.environ:
+        return os.environ[name]
+    path = os.environ.get(f"{name}_FILE")
+    if path:
+        return Path(path).read_text().strip()
+    return default
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = env(name, "1" if default else "0").strip().lower()
+    return value in ("1", "true", "yes", "on")
+
+
+def env_int(name: str, default: int) -> int:
+    return int(env(name, str(default)))
+
+
+def env_float(name: str, default: float) -> float:
+    return float(env(name, str(default)))
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in env(name, default).split(",") if item.strip()]
+
+
+VAR_DIR = Path(env("VAR_DIR", str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def dev_secret(name: str) -> str:
+    """A secret generated once and kept under var/ (development mode only)."""
+    path = VAR_DIR / name
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+# Local development: generated secrets, DEBUG on unless asked otherwise.
+DEV_MODE = env_bool("DEV_MODE")
+DEBUG = env_bool("DEBUG", default=DEV_MODE)
+SECRET_KEY = env("SECRET_KEY") or (dev_secret("secret_key") if DEV_MODE else "")
+# Shared secret that the broker's auth plugin sends as HTTP Basic auth.
+MQTT_AUTH_SECRET = env("MQTT_AUTH_SECRET") or (dev_secret("mqtt_auth_secret") if DEV_MODE else "")
+if not SECRET_KEY:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("Set SECRET_KEY (or SECRET_KEY_FILE), or DEV_MODE=1 locally.")
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "brokerauth",
+    "monitor",
+    "web",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "web.urls"
+WSGI_APPLICATION = "web.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Database: SQLite under var/ by default (WAL, so readers never wait for the writer);
+# PostgreSQL through psycopg 3 with DATABASE_URL=postgres://...
+DATABASE_URL = env("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}")
+DATABASES = {
+    "default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+    }
+    # A file, not memory, so tests see the database as the services do (WAL, other threads).
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
+else:
+    DATABASES["default"].setdefault("OPTIONS", {})
+    DATABASES["default"]["OPTIONS"]["application_name"] = env(
+        "DB_APPLICATION_NAME", "mqtt-service-web"
+    )
+    DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", env_int("DB_CONNECT_TIMEOUT", 5))
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env("STATIC_ROOT", str(VAR_DIR / "static")))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+STATICFILES_DIRS = [BASE_DIR / "web" / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if not DEBUG
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+WHITENOISE_USE_FINDERS = DEBUG
+
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+# HTTPS: on unless DEBUG; behind a TLS-terminating proxy that sets X-Forwarded-Proto.
+SECURE = env_bool("SECURE", default=not DEBUG)
+if SECURE:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=True)
+    # The broker's plain-HTTP calls to /mqtt/auth/ never pass the proxy: no redirect there.
+    SECURE_REDIRECT_EXEMPT = [r"^mqtt/auth/", r"^status/$", r"^metrics$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", default=True)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+
+# --- brokerauth: the broker-facing endpoints -------------------------------------------------
+# Basic-auth user name the plugin sends (go-auth: http_host user:secret@host).
+MQTT_AUTH_USERNAME = env("MQTT_AUTH_USERNAME", "broker")
+# Source addresses allowed to call /mqtt/auth/ (CIDRs).
+MQTT_AUTH_ALLOWED_NETS = env_list("MQTT_AUTH_ALLOWED_NETS", "127.0.0.0/8,::1/128")
+# status | json answer 200/403 with {"ok", "error"}; text answers "ok" / the reason.
+MQTT_AUTH_RESPONSE_MODE = env("MQTT_AUTH_RESPONSE_MODE", "status")
+MQTT_AUTH_MAX_BODY = env_int("MQTT_AUTH_MAX_BODY", 65536 + 1024)
+BCRYPT_ROUNDS = env_int("BCRYPT_ROUNDS", 12)
+# A successful bcrypt verification is remembered this long (0 = never).
+LOGIN_REMEMBER_SECONDS = env_int("LOGIN_REMEMBER_SECONDS", 300)
+# Lockout: after this many consecutive failures, refuse for BASE * 2**extra seconds, up to MAX.
+LOGIN_LOCKOUT_THRESHOLD = env_int("LOGIN_LOCKOUT_THRESHOLD", 5)
+LOGIN_LOCKOUT_BASE_SECONDS = env_int("LOGIN_LOCKOUT_BASE_SECONDS", 30)
+LOGIN_LOCKOUT_MAX_SECONDS = env_int("LOGIN_LOCKOUT_MAX_SECONDS", 3600)
+# How often each process checks whether accounts or rules changed (seconds).
+POLICY_REFRESH_SECONDS = env_float("POLICY_REFRESH_SECONDS", 1.0)
+AUDIT_RETENTION_DAYS = env_int("AUDIT_RETENTION_DAYS", 30)
+
+# --- logging ---------------------------------------------------------------------------------
+LOG_LEVEL = env("LOG_LEVEL", "INFO")
+LOG_DIR = Path(env("LOG_DIR", str(VAR_DIR / "log")))
+LOG_TO_FILE = env_bool("LOG_TO_FILE", default=True)
+LOG_DIR.mkdir(parents=True, exist_ok=True)
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"
+_handlers = ["console"] + (["file"] if LOG_TO_FILE else [])
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": LOG_FORMAT}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "file": {
+            # Gunicorn workers and the monitor share the file: a lock-aware rotating handler.
+            "class": "concurrent_log_handler.ConcurrentRotatingFileHandler",
+            "filename": str(LOG_DIR / "service.log"),
+            "maxBytes": env_int("LOG_FILE_MAX_BYTES", 10 * 1024 * 1024),
+            "backupCount": env_int("LOG_FILE_BACKUPS", 5),
+            "formatter": "plain",
+        },
+    },
+    "root": {"handlers": _handlers, "level": LOG_LEVEL},
+    "loggers": {
+        # brokerauth.decision logs one line per login and per ACL denial (allows at DEBUG).
+        "brokerauth": {"level": env("BROKERAUTH_LOG_LEVEL", LOG_LEVEL)},
+        "django.db.backends": {"level": "INFO"},
+    },
+}
