@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from django.test import Client
 from brokerauth import passwords
 from brokerauth.models import Account, Group, Rule
 from brokerauth.policy import policy
+from tests.brokers import Broker, make_certs
 
 DEVICE_PASSWORD = "correct horse battery staple"
 
@@ -80,3 +82,24 @@ def superuser_account(db: None) -> Account:
 @pytest.fixture
 def operator(db: None, django_user_model: Any) -> Any:
     return django_user_model.objects.create_superuser("operator", "op@example.com", "op-pass-1")
+
+
+@pytest.fixture(scope="session")
+def tls_certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A development CA and broker certificate made by certs/make-certs.sh."""
+    return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture
+def mosquitto(live_server: Any, tls_certs: Path, tmp_path: Path) -> Iterator[Broker]:
+    """A real Mosquitto on free ports, its plugin asking this test's live Django over HTTP."""
+    auth_port = int(live_server.url.rsplit(":", 1)[1])
+    broker = Broker(
+        workdir=tmp_path / "broker",
+        certs=tls_certs,
+        auth_port=auth_port,
+        secret=settings.MQTT_AUTH_SECRET,
+    )
+    broker.start()
+    yield broker
+    broker.stop()

@@ -1,0 +1,269 @@
+"""A real Mosquitto with the project's plugin, and paho-mqtt sessions to drive it.
+
+`start_broker()` renders mosquitto/mosquitto.conf.template (the file the local stack and the
+Ansible check use too) on free ports, starts Mosquitto and waits until it accepts TLS.
+`MqttSession` wraps a paho client with blocking helpers that wait on conditions with timeouts.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+ROOT = Path(__file__).resolve().parent.parent
+PLUGIN = ROOT / "mosquitto" / "plugin" / "auth_http.so"
+TEMPLATE = ROOT / "mosquitto" / "mosquitto.conf.template"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def make_certs(outdir: Path) -> Path:
+    subprocess.run(
+        [str(ROOT / "certs" / "make-certs.sh"), str(outdir)],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "CERT_CLIENTS": ""},
+    )
+    return outdir
+
+
+@dataclass
+class Broker:
+    workdir: Path
+    certs: Path
+    auth_port: int
+    secret: str
+    port: int = field(default_factory=free_port)
+    sys_interval: int = 1
+    cache_ttl: int = 0
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def ca_file(self) -> Path:
+        return self.certs / "ca.crt"
+
+    @property
+    def log_file(self) -> Path:
+        return self.workdir / "mosquitto.log"
+
+    def render(self) -> Path:
+        conf = self.workdir / "mosquitto.conf"
+        (self.workdir / "data").mkdir(parents=True, exist_ok=True)
+        values = {
+            "MQTT_PORT": self.port,
+            "TLS_CA_FILE": self.ca_file,
+            "TLS_CERT_FILE": self.certs / "server.crt",
+            "TLS_KEY_FILE": self.certs / "server.key",
+            "AUTH_PLUGIN": PLUGIN,
+            "AUTH_HTTP_PORT": self.auth_port,
+            "MQTT_AUTH_SECRET": self.secret,
+            "LOG_FILE": self.log_file,
+            "PERSISTENCE_DIR": self.workdir / "data",
+            "PID_FILE": self.workdir / "mosquitto.pid",
+            "SYS_INTERVAL": self.sys_interval,
+            "CACHE_LOGIN_TTL": self.cache_ttl,
+            "CACHE_ACL_TTL": self.cache_ttl,
+            "MQTT_RUN_AS_USER": "root" if os.geteuid() == 0 else os.environ.get("USER", "nobody"),
+        }
+        sets = [f"--set={key}={value}" for key, value in values.items()]
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "mosquitto" / "render.py"),
+                str(TEMPLATE),
+                str(conf),
+                *sets,
+            ],
+            check=True,
+        )
+        return conf
+
+    def start(self) -> Broker:
+        conf = self.render()
+        self.process = subprocess.Popen(
+            ["mosquitto", "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.workdir / "mosquitto.stderr", "ab"),  # noqa: SIM115
+        )
+        wait_for(self._accepting, timeout=10, what=f"mosquitto on port {self.port}")
+        return self
+
+    def _accepting(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"mosquitto exited: {self.log_tail()}")
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = ""
+        for path in (self.log_file, self.workdir / "mosquitto.stderr"):
+            if path.exists():
+                text += path.read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def session(
+        self, username: str | None, password: str | None, client_id: str, **kwargs: Any
+    ) -> MqttSession:
+        return MqttSession(self, username, password, client_id, **kwargs)
+
+
+class MqttSession:
+    """One paho client with blocking helpers. Messages land in `self.messages`."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        username: str | None,
+        password: str | None,
+        client_id: str,
+        protocol: int = mqtt.MQTTv5,
+        ca_file: Path | None = None,
+        tls: bool = True,
+    ) -> None:
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol
+        )
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        if tls:
+            self.client.tls_set(
+                ca_certs=str(ca_file or broker.ca_file), cert_reqs=ssl.CERT_REQUIRED
+            )
+        self.broker = broker
+        self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+        self.connack: ReasonCode | None = None
+        self.disconnected = threading.Event()
+        self.disconnect_reason: ReasonCode | None = None
+        self._acks: dict[int, Any] = {}
+        self._lock = threading.Lock()
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = lambda _c, _u, message: self.messages.put(message)
+        self.client.on_publish = self._on_ack
+        self.client.on_subscribe = self._on_subscribe
+
+    def _on_connect(self, _c: Any, _u: Any, _f: Any, reason: ReasonCode, _p: Any) -> None:
+        self.connack = reason
+
+    def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: ReasonCode, _p: Any) -> None:
+        self.disconnect_reason = reason
+        self.disconnected.set()
+
+    def _on_ack(self, _c: Any, _u: Any, mid: int, reason: ReasonCode, _p: Any) -> None:
+        with self._lock:
+            self._acks[mid] = reason
+
+    def _on_subscribe(self, _c: Any, _u: Any, mid: int, reasons: list[ReasonCode], _p: Any) -> None:
+        with self._lock:
+            self._acks[mid] = reasons
+
+    def connect(
+        self, timeout: float = 10, properties: Properties | None = None, clean_start: bool = True
+    ) -> ReasonCode | None:
+        """CONNECT and wait for a CONNACK or a drop; returns the CONNACK reason (None: none)."""
+        self.client.connect_async(
+            "127.0.0.1",
+            self.broker.port,
+            keepalive=30,
+            clean_start=clean_start,
+            properties=properties,
+        )
+        self.client.loop_start()
+        wait_for(
+            lambda: self.connack is not None or self.disconnected.is_set(),
+            timeout,
+            "CONNACK or disconnect",
+        )
+        if self.connack is None or self.connack.is_failure:
+            self.client.loop_stop()
+        return self.connack
+
+    def connected(self) -> bool:
+        return self.connack is not None and not self.connack.is_failure
+
+    def _ack(self, mid: int, timeout: float) -> Any:
+        return wait_for(lambda: self._acks.get(mid), timeout, f"ack of message {mid}")
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes | str,
+        qos: int = 1,
+        retain: bool = False,
+        timeout: float = 10,
+    ) -> ReasonCode | None:
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        if qos == 0:
+            return None
+        return self._ack(info.mid, timeout)
+
+    def subscribe(self, topic_filter: str, qos: int = 1, timeout: float = 10) -> ReasonCode:
+        _result, mid = self.client.subscribe(topic_filter, qos=qos)
+        assert mid is not None
+        reasons = self._ack(mid, timeout)
+        return reasons[0]
+
+    def next_message(self, timeout: float = 10) -> mqtt.MQTTMessage:
+        return self.messages.get(timeout=timeout)
+
+    def no_message(self, within: float) -> bool:
+        """True when nothing arrives within `within` seconds (a negative check needs a wait)."""
+        try:
+            self.messages.get(timeout=within)
+        except queue.Empty:
+            return True
+        return False
+
+    def close(self) -> None:
+        if self.connected() and not self.disconnected.is_set():
+            self.client.disconnect()
+            self.disconnected.wait(5)
+        self.client.loop_stop()
