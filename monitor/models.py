@@ -1,0 +1,313 @@
+"""What the broker tells us: $SYS statistics, client presence and telemetry readings.
+
+The monitor process (`manage.py monitor`) writes these tables; the operator UI and the REST API
+read them. Querysets carry the questions the UI asks (`Client.objects.online()`,
+`BrokerStat.objects.latest_values()`, `Reading.objects.series(...)`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class MonitorState(models.Model):
+    """One row (pk=1): how the monitor itself is doing and whether its view can be trusted."""
+
+    started_at = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    connected = models.BooleanField(default=False, help_text="Connected to the broker now.")
+    connected_at = models.DateTimeField(null=True, blank=True)
+    disconnected_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last time the running monitor reported in."
+    )
+    last_sys_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last $SYS message received (stale when old)."
+    )
+    # Reconciliation of our presence view against $SYS/broker/clients/connected.
+    believed_online = models.PositiveIntegerField(default=0)
+    broker_connected = models.IntegerField(null=True, blank=True)
+    reconciled_at = models.DateTimeField(null=True, blank=True)
+    mismatch = models.BooleanField(
+        default=False, help_text="Clients believed online differ from the broker's count."
+    )
+    mismatch_since = models.DateTimeField(null=True, blank=True)
+    refused_logins = models.PositiveBigIntegerField(
+        default=0, help_text="'Client <unknown> disconnected, not authorised.' lines seen."
+    )
+    bad_payloads = models.PositiveBigIntegerField(default=0)
+    readings_stored = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "monitor state"
+        verbose_name_plural = "monitor state"
+
+    def __str__(self) -> str:
+        return "monitor " + ("connected" if self.connected else "disconnected")
+
+    @classmethod
+    def get(cls) -> MonitorState:
+        state, _ = cls.objects.get_or_create(pk=1)
+        return state
+
+    @property
+    def mismatch_count(self) -> int | None:
+        """Broker's count minus ours (positive: clients we don't know are online)."""
+        if self.broker_connected is None:
+            return None
+        return self.broker_connected - self.believed_online
+
+    def is_alive(self, now: datetime | None = None, within: float = 30.0) -> bool:
+        now = now or timezone.now()
+        return self.heartbeat_at is not None and now - self.heartbeat_at < timedelta(seconds=within)
+
+
+class BrokerStatQuerySet(models.QuerySet["BrokerStat"]):
+    def latest_values(self) -> dict[str, str]:
+        """{"$SYS/broker/version": "mosquitto version 2.0.11", ...}."""
+        return dict(self.values_list("topic", "value"))
+
+    def last_update(self) -> datetime | None:
+        return self.aggregate(latest=models.Max("updated_at"))["latest"]
+
+
+class BrokerStat(models.Model):
+    """Latest value of one $SYS topic."""
+
+    topic = models.CharField(max_length=255, unique=True)
+    value = models.TextField()
+    number = models.FloatField(null=True, blank=True, help_text="The value when numeric.")
+    updated_at = models.DateTimeField()
+
+    objects = BrokerStatQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["topic"]
+
+    def __str__(self) -> str:
+        return f"{self.topic} = {self.value}"
+
+    @property
+    def name(self) -> str:
+        """The topic without the `$SYS/broker/` prefix, e.g. `clients/connected`."""
+        return self.topic.removeprefix("$SYS/broker/")
+
+
+class BrokerStatSampleQuerySet(models.QuerySet["BrokerStatSample"]):
+    def series(self, topic: str, since: datetime | None = None) -> BrokerStatSampleQuerySet:
+        """Time series of one numeric $SYS topic, oldest first, for charts."""
+        qs = self.filter(topic=topic)
+        if since is not None:
+            qs = qs.filter(at__gte=since)
+        return qs.order_by("at")
+
+    def prune(self, before: datetime) -> int:
+        return self.filter(at__lt=before).delete()[0]
+
+
+class BrokerStatSample(models.Model):
+    """One numeric $SYS value at one time: the series behind the broker charts."""
+
+    topic = models.CharField(max_length=255)
+    value = models.FloatField()
+    at = models.DateTimeField()
+
+    objects = BrokerStatSampleQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["topic", "at"]
+        indexes = [models.Index(fields=["topic", "at"])]
+
+    def __str__(self) -> str:
+        return f"{self.topic} = {self.value} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class ClientQuerySet(models.QuerySet["Client"]):
+    def online(self) -> ClientQuerySet:
+        return self.filter(online=True)
+
+    def offline(self) -> ClientQuerySet:
+        """Seen connected before, not connected now."""
+        return self.filter(online=False, connect_count__gt=0)
+
+    def never_seen(self) -> ClientQuerySet:
+        """Known only from telemetry or from the accounts, never seen connecting."""
+        return self.filter(online=False, connect_count=0)
+
+    def uncertain(self) -> ClientQuerySet:
+        """Last event predates a monitor outage: the online flag may be wrong."""
+        return self.filter(uncertain=True)
+
+    def with_problems(self) -> ClientQuerySet:
+        return self.filter(Q(uncertain=True) | Q(bad_message_count__gt=0))
+
+
+class Client(models.Model):
+    """An MQTT client id as seen by the broker, with its current presence."""
+
+    class Protocol(models.TextChoices):
+        MQTT31 = "mqtt3.1", "MQTT 3.1"
+        MQTT311 = "mqtt3.1.1", "MQTT 3.1.1"
+        MQTT5 = "mqtt5", "MQTT 5"
+
+    client_id = models.CharField(max_length=255, unique=True)
+    username = models.CharField(max_length=255, blank=True, db_index=True)
+    online = models.BooleanField(default=False, db_index=True)
+    uncertain = models.BooleanField(
+        default=False,
+        help_text="The last event about this client predates a monitor outage.",
+    )
+    last_address = models.CharField(max_length=64, blank=True, help_text="IP address.")
+    last_port = models.PositiveIntegerField(null=True, blank=True)
+    protocol = models.CharField(max_length=16, blank=True, choices=Protocol.choices)
+    clean_start = models.BooleanField(null=True, blank=True)
+    keepalive = models.PositiveIntegerField(null=True, blank=True, help_text="Seconds.")
+    connected_since = models.DateTimeField(null=True, blank=True)
+    last_disconnected_at = models.DateTimeField(null=True, blank=True)
+    last_disconnect_reason = models.CharField(max_length=32, blank=True)
+    first_seen = models.DateTimeField(default=timezone.now)
+    last_seen = models.DateTimeField(null=True, blank=True, help_text="Last event or message.")
+    connect_count = models.PositiveIntegerField(default=0)
+    disconnect_count = models.PositiveIntegerField(default=0)
+    message_count = models.PositiveBigIntegerField(default=0, help_text="Telemetry messages.")
+    last_message_at = models.DateTimeField(null=True, blank=True)
+    bad_message_count = models.PositiveBigIntegerField(default=0)
+    last_bad_message_at = models.DateTimeField(null=True, blank=True)
+    last_bad_message_error = models.CharField(max_length=255, blank=True)
+
+    objects = ClientQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["client_id"]
+        indexes = [models.Index(fields=["online", "client_id"])]
+
+    def __str__(self) -> str:
+        return self.client_id
+
+    @property
+    def status(self) -> str:
+        """online / offline / never seen, with "?" appended when uncertain."""
+        if self.online:
+            label = "online"
+        elif self.connect_count:
+            label = "offline"
+        else:
+            label = "never seen"
+        return label + (" (uncertain)" if self.uncertain else "")
+
+    def latest_values(self) -> dict[str, LatestValue]:
+        return {value.metric: value for value in self.latest.all()}
+
+
+class Session(models.Model):
+    """One connection of a client: from its connect line to its disconnect line."""
+
+    class Reason(models.TextChoices):
+        CLEAN = "clean", "clean disconnect"
+        CLOSED = "closed", "connection closed"
+        TIMEOUT = "timeout", "keepalive timeout"
+        NOT_AUTHORISED = "not_authorised", "not authorised"
+        TAKEN_OVER = "taken_over", "taken over by a new connection"
+        PROTOCOL_ERROR = "protocol_error", "protocol error"
+        ADMINISTRATIVE = "administrative", "administrative action"
+        BROKER_RESTART = "broker_restart", "broker restarted"
+        UNKNOWN = "unknown", "unknown (monitor was away)"
+        OTHER = "other", "other"
+
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="sessions")
+    connected_at = models.DateTimeField()
+    disconnected_at = models.DateTimeField(null=True, blank=True)
+    reason = models.CharField(max_length=32, blank=True, choices=Reason.choices)
+    detail = models.CharField(max_length=255, blank=True, help_text="The broker's words.")
+    username = models.CharField(max_length=255, blank=True)
+    address = models.CharField(max_length=64, blank=True)
+    port = models.PositiveIntegerField(null=True, blank=True)
+    protocol = models.CharField(max_length=16, blank=True, choices=Client.Protocol.choices)
+    clean_start = models.BooleanField(null=True, blank=True)
+    keepalive = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-connected_at"]
+        indexes = [models.Index(fields=["client", "-connected_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.client} from {self.connected_at:%Y-%m-%d %H:%M:%S}"
+
+    @property
+    def duration(self) -> timedelta | None:
+        if self.disconnected_at is None:
+            return None
+        return self.disconnected_at - self.connected_at
+
+
+class LoginRefusal(models.Model):
+    """A CONNECT the broker refused ('Client <unknown> disconnected, not authorised.')."""
+
+    at = models.DateTimeField(db_index=True)
+    client_id = models.CharField(max_length=255, blank=True, help_text="Often '<unknown>'.")
+    address = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["-at"]
+
+    def __str__(self) -> str:
+        return f"refused {self.client_id or '<unknown>'} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class LatestValue(models.Model):
+    """The latest reading of one metric of one client (kept up to date by the monitor)."""
+
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="latest")
+    metric = models.CharField(max_length=100)
+    value = models.FloatField()
+    at = models.DateTimeField()
+    count = models.PositiveBigIntegerField(default=0, help_text="Readings of this metric.")
+
+    class Meta:
+        ordering = ["client", "metric"]
+        constraints = [
+            models.UniqueConstraint(fields=["client", "metric"], name="one_latest_per_metric")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.client} {self.metric} = {self.value}"
+
+
+class ReadingQuerySet(models.QuerySet["Reading"]):
+    def series(
+        self, client: Client | int, metric: str, since: datetime | None = None
+    ) -> ReadingQuerySet:
+        """Readings of one metric of one client, oldest first (uses the (client, metric, at)
+        index)."""
+        qs = self.filter(client=client, metric=metric)
+        if since is not None:
+            qs = qs.filter(at__gte=since)
+        return qs.order_by("at")
+
+    def prune(self, before: datetime) -> int:
+        return self.filter(at__lt=before)._raw_delete(self.db)
+
+
+class Reading(models.Model):
+    """One telemetry value: (time, client, metric, value)."""
+
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="readings")
+    metric = models.CharField(max_length=100)
+    value = models.FloatField()
+    at = models.DateTimeField()
+
+    objects = ReadingQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["at"]
+        indexes = [
+            models.Index(fields=["client", "metric", "at"]),
+            models.Index(fields=["at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.client_id} {self.metric} = {self.value} at {self.at}"
