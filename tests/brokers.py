@@ -25,6 +25,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+# paho reports MQTT 3.1.1 return codes as MQTT 5 reason codes: CONNACK rc 5 ("not authorised")
+# arrives as 0x87 too, and a 3.1.1 SUBACK failure (0x80) as "Unspecified error".
+NOT_AUTHORIZED = 0x87
+SUBACK_FAILURE = 0x80
+
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = ROOT / "mosquitto" / "plugin" / "auth_http.so"
 TEMPLATE = ROOT / "mosquitto" / "mosquitto.conf.template"
@@ -67,6 +72,7 @@ class Broker:
     port: int = field(default_factory=free_port)
     sys_interval: int = 1
     cache_ttl: int = 0
+    http_timeout: int = 5
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -87,6 +93,7 @@ class Broker:
             "TLS_KEY_FILE": self.certs / "server.key",
             "AUTH_PLUGIN": PLUGIN,
             "AUTH_HTTP_PORT": self.auth_port,
+            "AUTH_HTTP_TIMEOUT": self.http_timeout,
             "MQTT_AUTH_SECRET": self.secret,
             "LOG_FILE": self.log_file,
             "PERSISTENCE_DIR": self.workdir / "data",
@@ -138,6 +145,9 @@ class Broker:
             self.process.kill()
             self.process.wait()
 
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def restart(self) -> None:
         self.stop()
         self.start()
@@ -167,10 +177,14 @@ class MqttSession:
         protocol: int = mqtt.MQTTv5,
         ca_file: Path | None = None,
         tls: bool = True,
+        reconnect_delay: float = 0.1,
     ) -> None:
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol
         )
+        # paho's loop thread sleeps the reconnect delay before it can be stopped: with the
+        # default 1 s every refused connection would cost a second in connect()/close().
+        self.client.reconnect_delay_set(min_delay=reconnect_delay, max_delay=2)  # type: ignore[arg-type]
         if username is not None:
             self.client.username_pw_set(username, password)
         if tls:
@@ -253,6 +267,30 @@ class MqttSession:
 
     def next_message(self, timeout: float = 10) -> mqtt.MQTTMessage:
         return self.messages.get(timeout=timeout)
+
+    def expect(self, payload: bytes | str, timeout: float = 10) -> mqtt.MQTTMessage:
+        """The first message carrying `payload`; earlier ones are dropped."""
+        want = payload.encode() if isinstance(payload, str) else payload
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no message {want!r} within {timeout}s")
+            try:
+                message = self.messages.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if message.payload == want:
+                return message
+
+    def drain(self) -> list[mqtt.MQTTMessage]:
+        """Take every message received so far."""
+        taken = []
+        while True:
+            try:
+                taken.append(self.messages.get_nowait())
+            except queue.Empty:
+                return taken
 
     def no_message(self, within: float) -> bool:
         """True when nothing arrives within `within` seconds (a negative check needs a wait)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +88,33 @@ def operator(db: None, django_user_model: Any) -> Any:
 def tls_certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A development CA and broker certificate made by certs/make-certs.sh."""
     return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture(scope="session")
+def other_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second, unrelated CA (and broker certificate) from the same script."""
+    return make_certs(tmp_path_factory.mktemp("other-certs"))
+
+
+@pytest.fixture
+def start_mosquitto(tls_certs: Path, tmp_path: Path) -> Iterator[Callable[..., Broker]]:
+    """Start brokers with chosen options (`Broker` fields); all are stopped after the test.
+
+    `auth_port` is the HTTP port the plugin asks: the live server's, or a stand-in's.
+    """
+    started: list[Broker] = []
+
+    def start(**options: Any) -> Broker:
+        options.setdefault("workdir", tmp_path / f"broker-{len(started)}")
+        options.setdefault("certs", tls_certs)
+        options.setdefault("secret", settings.MQTT_AUTH_SECRET)
+        broker = Broker(**options)
+        started.append(broker)
+        return broker.start()
+
+    yield start
+    for broker in started:
+        broker.stop()
 
 
 @pytest.fixture
