@@ -58,7 +58,9 @@ class Rule:
 
     def describe(self) -> str:
         verb = "allow" if self.allow else "deny"
-        names = "/".join(a.name.lower() for a in Access if a in self.access and a != Access.ALL)
+        names = "/".join(
+            str(a.name).lower() for a in Access if a in self.access and a != Access.ALL
+        )
         where = f" ({self.source})" if self.source else ""
         return f"#{self.id} {verb} {names} {self.pattern} priority {self.priority}{where}"
 

@@ -51,7 +51,7 @@ class Account(models.Model):
         help_text="When set, only this client id may log in with this account.",
     )
     description = models.TextField(blank=True)
-    groups = models.ManyToManyField(
+    groups: models.ManyToManyField[Group, Membership] = models.ManyToManyField(
         "Group", through="Membership", related_name="accounts", blank=True
     )
     created_at = models.DateTimeField(auto_now_add=True)

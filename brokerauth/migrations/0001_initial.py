@@ -6,102 +6,220 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Account',
+            name="Account",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('username', models.CharField(max_length=255, unique=True)),
-                ('password_hash', models.CharField(editable=False, max_length=128)),
-                ('is_active', models.BooleanField(default=True, verbose_name='active')),
-                ('is_superuser', models.BooleanField(default=False, help_text='Allowed every topic, without rules.', verbose_name='superuser')),
-                ('client_id', models.CharField(blank=True, help_text='When set, only this client id may log in with this account.', max_length=255, verbose_name='bound client id')),
-                ('description', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('changed_at', models.DateTimeField(auto_now=True)),
-                ('last_login_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('failed_logins', models.PositiveIntegerField(default=0, editable=False)),
-                ('locked_until', models.DateTimeField(blank=True, editable=False, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("username", models.CharField(max_length=255, unique=True)),
+                ("password_hash", models.CharField(editable=False, max_length=128)),
+                ("is_active", models.BooleanField(default=True, verbose_name="active")),
+                (
+                    "is_superuser",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Allowed every topic, without rules.",
+                        verbose_name="superuser",
+                    ),
+                ),
+                (
+                    "client_id",
+                    models.CharField(
+                        blank=True,
+                        help_text="When set, only this client id may log in with this account.",
+                        max_length=255,
+                        verbose_name="bound client id",
+                    ),
+                ),
+                ("description", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("changed_at", models.DateTimeField(auto_now=True)),
+                ("last_login_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("failed_logins", models.PositiveIntegerField(default=0, editable=False)),
+                ("locked_until", models.DateTimeField(blank=True, editable=False, null=True)),
             ],
             options={
-                'ordering': ['username'],
+                "ordering": ["username"],
             },
         ),
         migrations.CreateModel(
-            name='Group',
+            name="Group",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=150, unique=True)),
-                ('description', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('changed_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=150, unique=True)),
+                ("description", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("changed_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='AuthEvent',
+            name="AuthEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('kind', models.CharField(choices=[('login', 'Login'), ('acl', 'Acl'), ('superuser', 'Superuser')], max_length=10)),
-                ('username', models.CharField(max_length=255)),
-                ('client_id', models.CharField(blank=True, max_length=255)),
-                ('topic', models.TextField(blank=True)),
-                ('access', models.PositiveSmallIntegerField(blank=True, null=True)),
-                ('allowed', models.BooleanField()),
-                ('reason', models.CharField(max_length=500)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "created_at",
+                    models.DateTimeField(db_index=True, default=django.utils.timezone.now),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("login", "Login"), ("acl", "Acl"), ("superuser", "Superuser")],
+                        max_length=10,
+                    ),
+                ),
+                ("username", models.CharField(max_length=255)),
+                ("client_id", models.CharField(blank=True, max_length=255)),
+                ("topic", models.TextField(blank=True)),
+                ("access", models.PositiveSmallIntegerField(blank=True, null=True)),
+                ("allowed", models.BooleanField()),
+                ("reason", models.CharField(max_length=500)),
             ],
             options={
-                'ordering': ['-created_at'],
-                'indexes': [models.Index(fields=['username', '-created_at'], name='brokerauth__usernam_41c2ea_idx'), models.Index(fields=['client_id', '-created_at'], name='brokerauth__client__5f6185_idx')],
+                "ordering": ["-created_at"],
+                "indexes": [
+                    models.Index(
+                        fields=["username", "-created_at"], name="brokerauth__usernam_41c2ea_idx"
+                    ),
+                    models.Index(
+                        fields=["client_id", "-created_at"], name="brokerauth__client__5f6185_idx"
+                    ),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Membership',
+            name="Membership",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('account', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to='brokerauth.account')),
-                ('group', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to='brokerauth.group')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "account",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="memberships",
+                        to="brokerauth.account",
+                    ),
+                ),
+                (
+                    "group",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="memberships",
+                        to="brokerauth.group",
+                    ),
+                ),
             ],
         ),
         migrations.AddField(
-            model_name='account',
-            name='groups',
-            field=models.ManyToManyField(blank=True, related_name='accounts', through='brokerauth.Membership', to='brokerauth.group'),
+            model_name="account",
+            name="groups",
+            field=models.ManyToManyField(
+                blank=True,
+                related_name="accounts",
+                through="brokerauth.Membership",
+                to="brokerauth.group",
+            ),
         ),
         migrations.CreateModel(
-            name='Rule',
+            name="Rule",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('pattern', models.CharField(help_text='MQTT filter; + and # wildcards; %u / %c stand for the username / client id.', max_length=1024)),
-                ('access', models.PositiveSmallIntegerField(choices=[(1, 'receive'), (2, 'publish'), (4, 'subscribe'), (7, 'all')])),
-                ('allow', models.BooleanField(default=True, help_text='Unticked: the rule denies.')),
-                ('priority', models.IntegerField(default=0, help_text='Highest wins; deny beats allow at equal priority.')),
-                ('description', models.CharField(blank=True, max_length=255)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('changed_at', models.DateTimeField(auto_now=True)),
-                ('account', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='rules', to='brokerauth.account')),
-                ('group', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='rules', to='brokerauth.group')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "pattern",
+                    models.CharField(
+                        help_text="MQTT filter; + and # wildcards; %u / %c stand for the username / client id.",
+                        max_length=1024,
+                    ),
+                ),
+                (
+                    "access",
+                    models.PositiveSmallIntegerField(
+                        choices=[(1, "receive"), (2, "publish"), (4, "subscribe"), (7, "all")]
+                    ),
+                ),
+                (
+                    "allow",
+                    models.BooleanField(default=True, help_text="Unticked: the rule denies."),
+                ),
+                (
+                    "priority",
+                    models.IntegerField(
+                        default=0, help_text="Highest wins; deny beats allow at equal priority."
+                    ),
+                ),
+                ("description", models.CharField(blank=True, max_length=255)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("changed_at", models.DateTimeField(auto_now=True)),
+                (
+                    "account",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="rules",
+                        to="brokerauth.account",
+                    ),
+                ),
+                (
+                    "group",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="rules",
+                        to="brokerauth.group",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-priority', 'allow', 'pattern'],
+                "ordering": ["-priority", "allow", "pattern"],
             },
         ),
         migrations.AddConstraint(
-            model_name='membership',
-            constraint=models.UniqueConstraint(fields=('account', 'group'), name='unique_membership'),
+            model_name="membership",
+            constraint=models.UniqueConstraint(
+                fields=("account", "group"), name="unique_membership"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='rule',
-            constraint=models.CheckConstraint(condition=models.Q(('account__isnull', True), ('group__isnull', True), _connector='XOR'), name='rule_has_one_owner', violation_error_message='A rule belongs to exactly one account or one group.'),
+            model_name="rule",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("account__isnull", True), ("group__isnull", True), _connector="XOR"
+                ),
+                name="rule_has_one_owner",
+                violation_error_message="A rule belongs to exactly one account or one group.",
+            ),
         ),
     ]
