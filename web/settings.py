@@ -232,3 +232,42 @@ LOGGING = {
         "django.db.backends": {"level": "INFO"},
     },
 }
+
+# --- web UI / API ----------------------------------------------------------------------------
+INSTALLED_APPS += ["django_filters"]
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["web.api.permissions.StaffWritesOthersRead"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_FILTER_BACKENDS": [
+        "django_filters.rest_framework.DjangoFilterBackend",
+        "rest_framework.filters.SearchFilter",
+        "rest_framework.filters.OrderingFilter",
+    ],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "web.api.errors.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Django MQTT Service API",
+    "DESCRIPTION": "MQTT accounts, groups and ACL rules; clients, sessions, telemetry, broker "
+    "statistics, the audit of auth decisions and the test-service round trip.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+# Bearer token /metrics asks for (empty: open; it carries counts, no names).
+METRICS_TOKEN = env("METRICS_TOKEN")
+# Where the test-service round trip reaches the auth endpoints over HTTP (empty: step skipped).
+TEST_SERVICE_AUTH_URL = env("TEST_SERVICE_AUTH_URL", "http://127.0.0.1:8000")
+# Topic the test-service probe is published on; {username} and {client_id} are filled in.
+TEST_SERVICE_TOPIC = env("TEST_SERVICE_TOPIC", "probe/{client_id}")
+# Monitor data older than this is shown as stale (seconds).
+WEB_STALE_SECONDS = env_int("WEB_STALE_SECONDS", 120)

@@ -1,0 +1,184 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action, api_view, permission_classes
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from brokerauth import decisions, topics
+from brokerauth.models import Account, AuthEvent, Group, Rule
+from monitor.models import BrokerStat, BrokerStatSample, Client, Session
+from web import roundtrip, series
+from web.api import filters
+from web.api import serializers as s
+from web.api.permissions import StaffOnly
+from web.passwords import generate_password, reset_password
+
+
+class AccountViewSet(viewsets.ModelViewSet):
+    """MQTT accounts. Passwords are write-only: set one, or have one generated (shown once)."""
+
+    queryset = Account.objects.prefetch_related("groups")
+    serializer_class = s.AccountSerializer
+    filterset_fields = ["is_active", "is_superuser"]
+    search_fields = ["username", "client_id", "description"]
+    ordering_fields = ["username", "created_at", "last_login_at"]
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        generated = None if serializer.validated_data.get("password") else generate_password()
+        serializer.save(**({"password": generated} if generated else {}))
+        data = dict(serializer.data)
+        if generated:
+            data["password"] = generated
+        return Response(data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.PasswordSerializer, responses={204: None})
+    @action(detail=True, methods=["post"], url_path="set-password")
+    def set_password(self, request: Request, pk: str | None = None) -> Response:
+        account = self.get_object()
+        serializer = s.PasswordSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        account.set_password(serializer.validated_data["password"])
+        account.save(update_fields=["password_hash", "changed_at"])
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=None, responses=s.GeneratedPasswordSerializer)
+    @action(detail=True, methods=["post"], url_path="reset-password")
+    def reset_password(self, request: Request, pk: str | None = None) -> Response:
+        account = self.get_object()
+        password = reset_password(account)
+        return Response({"username": account.username, "password": password})
+
+
+class GroupViewSet(viewsets.ModelViewSet):
+    queryset = Group.objects.prefetch_related("accounts")
+    serializer_class = s.GroupSerializer
+    search_fields = ["name", "description"]
+
+
+class RuleViewSet(viewsets.ModelViewSet):
+    queryset = Rule.objects.select_related("account", "group")
+    serializer_class = s.RuleSerializer
+    filterset_class = filters.RuleFilter
+    search_fields = ["pattern", "description"]
+    ordering_fields = ["priority", "pattern", "created_at"]
+
+
+@extend_schema(parameters=[s.ExplainSerializer], responses=s.DecisionSerializer, methods=["GET"])
+@extend_schema(request=s.ExplainSerializer, responses=s.DecisionSerializer, methods=["POST"])
+@api_view(["GET", "POST"])
+@permission_classes([IsAuthenticated])
+def explain(request: Request) -> Response:
+    """Which rule decides a (username, client id, topic, access) request, and why."""
+    data = request.query_params if request.method == "GET" else request.data
+    serializer = s.ExplainSerializer(data=data)
+    serializer.is_valid(raise_exception=True)
+    v = serializer.validated_data
+    try:
+        decision = decisions.explain(v["username"], v["client_id"], v["topic"], v["access"])
+    except topics.TopicError as exc:
+        return Response({"topic": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
+    rule = decision.rule
+    return Response(
+        {
+            "allowed": decision.allowed,
+            "reason": decision.reason,
+            "rule_id": rule.id if rule else None,
+            "rule": rule.describe() if rule else None,
+        }
+    )
+
+
+class ClientViewSet(viewsets.ReadOnlyModelViewSet):
+    """Clients seen by the monitor. `status`: online, offline, never_seen, uncertain."""
+
+    filterset_class = filters.ClientFilter
+    search_fields = ["client_id", "username"]
+    ordering_fields = ["last_seen", "client_id", "first_seen", "message_count"]
+
+    def get_queryset(self) -> QuerySet[Client]:
+        if self.action == "retrieve":
+            return Client.objects.prefetch_related("latest")
+        return Client.objects.all()
+
+    def get_serializer_class(self) -> type[s.ClientSerializer]:
+        return s.ClientDetailSerializer if self.action == "retrieve" else s.ClientSerializer
+
+
+class SessionViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = Session.objects.select_related("client")
+    serializer_class = s.SessionSerializer
+    filterset_class = filters.SessionFilter
+    ordering_fields = ["connected_at", "disconnected_at"]
+
+
+@extend_schema(parameters=[s.TelemetryQuerySerializer], responses=s.TelemetrySerializer)
+@api_view(["GET"])
+def telemetry(request: Request) -> Response:
+    """Readings of one client, per metric, downsampled to at most `points` time buckets
+    (each with average, min, max and count). `period` (1h, 6h, 24h, 7d, 30d) or `since`
+    and `until`; the default is the last 24 hours."""
+    query = s.TelemetryQuerySerializer(data=request.query_params)
+    query.is_valid(raise_exception=True)
+    q = query.validated_data
+    client = _client(q["client"])
+    data = series.telemetry(client.pk, q["since"], q["until"], q["points"], q.get("metric"))
+    body = {
+        "client": client.client_id,
+        "since": q["since"],
+        "until": q["until"],
+        "series": [{"metric": metric, "points": points} for metric, points in data.items()],
+    }
+    return Response(s.TelemetrySerializer(body).data)
+
+
+def _client(key: str) -> Client:
+    if key.isdigit():
+        found = Client.objects.filter(pk=int(key)).first()
+        if found is not None:
+            return found
+    return get_object_or_404(Client, client_id=key)
+
+
+class BrokerStatViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    """Latest value of every $SYS topic the monitor has seen."""
+
+    queryset = BrokerStat.objects.all()
+    serializer_class = s.BrokerStatSerializer
+    pagination_class = None
+    search_fields = ["topic"]
+
+
+class BrokerSampleViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    """Samples of the numeric $SYS topics over time."""
+
+    queryset = BrokerStatSample.objects.all()
+    serializer_class = s.BrokerStatSampleSerializer
+    filterset_class = filters.BrokerSampleFilter
+
+
+class AuditViewSet(viewsets.ReadOnlyModelViewSet):
+    """Every login and every ACL denial. `result`: allow or deny."""
+
+    queryset = AuthEvent.objects.all()
+    serializer_class = s.AuthEventSerializer
+    filterset_class = filters.AuditFilter
+    ordering_fields = ["created_at"]
+
+
+@extend_schema(request=None, responses=s.RoundTripSerializer)
+@api_view(["POST"])
+@permission_classes([StaffOnly])
+def test_service(request: Request) -> Response:
+    """Run the live round trip (broker, auth endpoints, database, $SYS freshness)."""
+    steps = roundtrip.configured_round_trip()
+    ok = all(step.ok is not False for step in steps)
+    return Response({"ok": ok, "steps": [step.as_dict() for step in steps]})

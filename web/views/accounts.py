@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db.models import Count, Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from brokerauth import acl, decisions, topics
+from brokerauth.models import Account, AuthEvent, Group, Rule
+from web.passwords import generate_password, reset_password
+from web.views import paginate, query_without_page, staff_required
+
+
+class AccountForm(forms.ModelForm):
+    groups = forms.ModelMultipleChoiceField(
+        queryset=Group.objects.all(), required=False, widget=forms.CheckboxSelectMultiple
+    )
+
+    class Meta:
+        model = Account
+        fields = ["username", "client_id", "description", "is_superuser"]
+        widgets = {"description": forms.Textarea(attrs={"rows": 2})}
+
+
+class ExplainForm(forms.Form):
+    username = forms.CharField(max_length=255)
+    client_id = forms.CharField(max_length=255, required=False, label="Client id")
+    topic = forms.CharField(max_length=65535, help_text="A topic, or a filter for subscribe.")
+    access = forms.ChoiceField(
+        choices=[("publish", "publish"), ("subscribe", "subscribe"), ("receive", "receive")]
+    )
+
+
+@login_required
+def account_list(request: HttpRequest) -> HttpResponse:
+    q = request.GET.get("q", "").strip()[:255]
+    accounts = (
+        Account.objects.annotate(rule_count=Count("rules", distinct=True))
+        .order_by("username")
+        .prefetch_related("groups")
+    )
+    if q:
+        accounts = accounts.filter(Q(username__icontains=q) | Q(client_id__icontains=q))
+    context = {"page": paginate(request, accounts), "q": q, "query": query_without_page(request)}
+    return render(request, "web/accounts.html", context)
+
+
+@staff_required
+def account_create(request: HttpRequest) -> HttpResponse:
+    form = AccountForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        password = generate_password()
+        account = form.save(commit=False)
+        account.set_password(password)
+        account.save()
+        account.groups.set(form.cleaned_data["groups"])
+        # Rendered, not redirected: the password exists only in this one response.
+        return render(request, "web/password_once.html", {"account": account, "password": password})
+    return render(request, "web/account_form.html", {"form": form})
+
+
+def account_rules(account: Account) -> tuple[list[Rule], list[Rule]]:
+    rules = Rule.objects.filter(
+        Q(account=account) | Q(group__memberships__account=account)
+    ).select_related("group")
+    own = [rule for rule in rules if rule.account_id == account.pk]
+    return own, [rule for rule in rules if rule.account_id != account.pk]
+
+
+@login_required
+def account_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    account = get_object_or_404(Account.objects.prefetch_related("groups"), pk=pk)
+    own, inherited = account_rules(account)
+    context = {
+        "account": account,
+        "own_rules": own,
+        "group_rules": inherited,
+        "events": AuthEvent.objects.filter(username=account.username)[:20],
+        "explain_form": ExplainForm(initial={"username": account.username}),
+    }
+    return render(request, "web/account.html", context)
+
+
+@require_POST
+@staff_required
+def account_set_active(request: HttpRequest, pk: int) -> HttpResponse:
+    account = get_object_or_404(Account, pk=pk)
+    account.is_active = request.POST.get("active") == "1"
+    account.save(update_fields=["is_active", "changed_at"])
+    verb = "enabled" if account.is_active else "disabled"
+    messages.success(request, f"Account {account.username} {verb}.")
+    return redirect("account", pk=pk)
+
+
+@require_POST
+@staff_required
+def account_reset(request: HttpRequest, pk: int) -> HttpResponse:
+    account = get_object_or_404(Account, pk=pk)
+    password = reset_password(account)
+    return render(request, "web/password_once.html", {"account": account, "password": password})
+
+
+def explain_decision(form: ExplainForm) -> dict[str, Any] | None:
+    data = form.cleaned_data
+    access = acl.parse_access(data["access"])
+    try:
+        decision = decisions.explain(data["username"], data["client_id"], data["topic"], access)
+    except topics.TopicError as exc:
+        form.add_error("topic", str(exc))
+        return None
+    return {"allowed": decision.allowed, "reason": decision.reason, "rule": decision.rule}
+
+
+@login_required
+def explain(request: HttpRequest) -> HttpResponse:
+    form = ExplainForm(request.GET or None)
+    result = explain_decision(form) if form.is_valid() else None
+    return render(request, "web/explain.html", {"form": form, "result": result})
