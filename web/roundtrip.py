@@ -13,7 +13,6 @@ import json
 import queue
 import secrets
 import ssl
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -57,7 +56,7 @@ class _Probe:
 
     def __init__(self, target: Target, client_id: str) -> None:
         self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
         )
         self.client.username_pw_set(target.username, target.password)
         if target.ca_file:
@@ -68,9 +67,14 @@ class _Probe:
         self.client.on_subscribe = lambda _c, _u, mid, rcs, _p: self.events.put(("suback", rcs))
         self.client.on_publish = lambda _c, _u, mid, rc, _p: self.events.put(("puback", rc))
         self.client.on_message = lambda _c, _u, msg: self.events.put(("message", msg.payload))
-        self._stop = threading.Event()
+        self.pending: list[tuple[str, Any]] = []
 
     def wait(self, kind: str, timeout: float) -> Any:
+        """The next event of this kind; others are kept (the probe can arrive before PUBACK)."""
+        for i, (got, value) in enumerate(self.pending):
+            if got == kind:
+                del self.pending[i]
+                return value
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             try:
@@ -81,6 +85,7 @@ class _Probe:
                 return value
             if got == "gone":
                 raise ConnectionError(f"broker closed the connection ({value})")
+            self.pending.append((got, value))
         raise TimeoutError(f"no {kind} within {timeout:g} s")
 
 
@@ -110,10 +115,11 @@ def mqtt_steps(target: Target) -> list[Step]:
     client_id = target.client_id or f"{target.username}-test-{secrets.token_hex(4)}"
     topic = target.topic.format(username=target.username, client_id=client_id)
     payload = f"probe {secrets.token_hex(8)}".encode()
-    probe = _Probe(target, client_id)
     names = ["TLS connect", "subscribe", "publish probe", "receive probe"]
+    probe: _Probe | None = None
     try:
         with _timed(steps, names[0]) as say:
+            probe = _Probe(target, client_id)  # reads the CA file: a missing one fails here
             probe.client.connect(target.host, target.port, keepalive=30)
             probe.client.loop_start()
             rc = probe.wait("connack", target.timeout)
@@ -128,7 +134,9 @@ def mqtt_steps(target: Target) -> list[Step]:
             say(topic)
         with _timed(steps, names[2]) as say:
             probe.client.publish(topic, payload, qos=1)
-            probe.wait("puback", target.timeout)
+            rc = probe.wait("puback", target.timeout)
+            if rc.is_failure:
+                raise PermissionError(f"publish to {topic} refused: {rc}")
             say(f"{len(payload)} bytes, QoS 1")
         with _timed(steps, names[3]) as say:
             while probe.wait("message", target.timeout) != payload:
@@ -137,8 +145,9 @@ def mqtt_steps(target: Target) -> list[Step]:
     except _StepFailed:
         pass
     finally:
-        probe.client.disconnect()
-        probe.client.loop_stop()
+        if probe is not None:
+            probe.client.disconnect()
+            probe.client.loop_stop()
     for name in names[len(steps) :]:
         steps.append(Step(name, None, 0.0, "skipped: an earlier step failed"))
     return steps
