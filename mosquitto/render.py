@@ -1,6 +1,6 @@
 """Render a broker config template: ${VAR} placeholders from --set and the environment.
 
-    python mosquitto/render.py TEMPLATE OUT [--set KEY=VALUE ...]
+    python mosquitto/render.py TEMPLATE OUT [--set KEY=VALUE ...]   (OUT "-" = stdout)
 
 Values given with --set win over the environment, which wins over the template's own
 "# default KEY=VALUE" comment lines. A placeholder without a value is an error (exit 2)
@@ -61,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"render.py: {exc}", file=sys.stderr)
         return 2
+    if str(args.out) == "-":
+        sys.stdout.write(text)
+        return 0
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
