@@ -77,7 +77,7 @@ renewed_ca=0
 if still_good "$outdir/ca.crt"; then
     echo "ca.crt: reusing"
 else
-    [[ -f "$outdir/ca.crt" ]] && echo "ca.crt: expiring or incomplete, renewing"
+    [[ -f "$outdir/ca.crt" ]] && echo "ca.crt: expires $(expiry "$outdir/ca.crt") (or key missing), renewing; every certificate it signed is renewed too"
     new_key "$outdir/ca.key"
     openssl req -new -x509 -key "$outdir/ca.key" -sha256 -days "$CA_DAYS" \
         -subj "/CN=Django MQTT Service development CA" \
@@ -113,7 +113,13 @@ if ((renewed_ca == 0)) && still_good "$outdir/server.crt" &&
     [[ "$(current_sans "$outdir/server.crt")" == "$sans" ]]; then
     echo "server.crt: reusing"
 else
-    [[ -f "$outdir/server.crt" ]] && echo "server.crt: expiring, re-signed CA or names changed, renewing"
+    if ((renewed_ca)); then
+        echo "server.crt: new CA, signing a new one"
+    elif ! still_good "$outdir/server.crt"; then
+        [[ -f "$outdir/server.crt" ]] && echo "server.crt: expires $(expiry "$outdir/server.crt") (or key missing), renewing"
+    else
+        echo "server.crt: names changed to $sans, renewing"
+    fi
     cat >"$ext" <<EOF
 basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
@@ -128,6 +134,7 @@ for name in ${CERT_CLIENTS:-}; do
         echo "client-$name.crt: reusing"
         continue
     fi
+    [[ -f "$outdir/client-$name.crt" ]] && echo "client-$name.crt: expiring or new CA, renewing"
     cat >"$ext" <<EOF
 basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature
