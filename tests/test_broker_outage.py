@@ -1,0 +1,234 @@
+"""When Django or its database is in trouble, the broker drops clients instead of saying "no",
+and neither it nor the plugin falls over; hostile sizes don't crash it either."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from django.db import connection, connections
+
+from brokerauth.models import Account
+from tests.brokers import NOT_AUTHORIZED, Broker, MqttSession, free_port, wait_for
+from tests.conftest import DEVICE_PASSWORD, basic_auth
+
+pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True)]
+
+PROTOCOLS = pytest.mark.parametrize(
+    "protocol", [mqtt.MQTTv5, mqtt.MQTTv311], ids=["mqtt5", "mqtt311"]
+)
+
+
+def login(broker: Broker, username: str, client_id: str, **kw: Any) -> MqttSession:
+    session = broker.session(username, DEVICE_PASSWORD, client_id, **kw)
+    session.connect(timeout=8)
+    session.close()
+    return session
+
+
+def dropped(session: MqttSession) -> bool:
+    """Dropped without any CONNACK: an error, which devices retry, not a "not authorised"."""
+    return session.connack is None and session.disconnected.is_set()
+
+
+# ------------------------------------------------------------------ database outage
+
+
+@pytest.fixture
+def database_outage(live_server: Any) -> Iterator[Callable[[], Any]]:
+    """Make the database unreachable for the live server's request threads, and back.
+
+    Every thread builds its connection from the one settings dict in `connections.settings`:
+    pointing it at a missing SQLite file / a closed PostgreSQL port makes every new connection
+    fail. CONN_MAX_AGE=0, set before the broker opens its keep-alive HTTP connection, makes
+    each request close its connection, so no thread keeps one open across the outage.
+    """
+    shared = connections.settings["default"]
+    assert connection.settings_dict is shared, "threads would not see the outage"
+    real = dict(shared)
+    shared["CONN_MAX_AGE"] = 0
+
+    @contextmanager
+    def outage() -> Iterator[None]:
+        if connection.vendor == "sqlite":
+            shared["NAME"] = "/nonexistent/dir/db.sqlite3"
+        else:
+            shared["PORT"] = "1"
+        try:
+            yield
+        finally:
+            shared.update(real)
+            shared["CONN_MAX_AGE"] = 0
+
+    yield outage
+    shared.update(real)
+
+
+def ask_login(live_server: Any) -> int:
+    request = urllib.request.Request(
+        f"{live_server.url}/mqtt/auth/user",
+        data=json.dumps(
+            {"username": "alice", "password": DEVICE_PASSWORD, "clientid": "probe"}
+        ).encode(),
+        headers={"Content-Type": "application/json", "Authorization": basic_auth()},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@PROTOCOLS
+def test_during_a_database_outage_devices_are_dropped_then_get_in_once_it_is_back(
+    database_outage: Callable[[], Any],
+    mosquitto: Broker,
+    live_server: Any,
+    device: Account,
+    protocol: int,
+) -> None:
+    assert login(mosquitto, "alice", "alice-1", protocol=protocol).connected()
+    with database_outage():
+        assert ask_login(live_server) == 503
+        session = login(mosquitto, "alice", "alice-2", protocol=protocol)
+        assert dropped(session), session.connack
+        assert mosquitto.alive()
+    wait_for(
+        lambda: login(mosquitto, "alice", "alice-3", protocol=protocol).connected(),
+        5,
+        "a login once the database is back",
+    )
+    assert mosquitto.alive()
+
+
+# ------------------------------------------------------ Django answering 5xx, or not at all
+
+
+class StandIn(BaseHTTPRequestHandler):
+    """Plays Django: answers each endpoint with the status in `server.statuses`."""
+
+    server: Any
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        status = self.server.statuses.get(self.path.rsplit("/", 1)[-1], 200)
+        body = json.dumps({"ok": status == 200, "error": ""}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def stand_in() -> Iterator[ThreadingHTTPServer]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), StandIn)
+    server.statuses = {}  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@PROTOCOLS
+def test_a_5xx_login_answer_drops_the_client_and_is_not_cached(
+    start_mosquitto: Callable[..., Broker], stand_in: ThreadingHTTPServer, protocol: int
+) -> None:
+    broker = start_mosquitto(auth_port=stand_in.server_address[1], cache_ttl=5)
+    stand_in.statuses["user"] = 500  # type: ignore[attr-defined]
+    assert dropped(login(broker, "alice", "alice-1", protocol=protocol))
+    stand_in.statuses["user"] = 200  # type: ignore[attr-defined]
+    assert login(broker, "alice", "alice-1", protocol=protocol).connected()
+    assert broker.alive()
+
+
+def test_a_5xx_acl_answer_disconnects_the_publisher_without_a_denial(
+    start_mosquitto: Callable[..., Broker], stand_in: ThreadingHTTPServer
+) -> None:
+    broker = start_mosquitto(auth_port=stand_in.server_address[1])
+    session = broker.session("alice", DEVICE_PASSWORD, "alice-1")
+    session.connect(timeout=5)
+    assert session.connected()
+    stand_in.statuses["acl"] = 503  # type: ignore[attr-defined]
+    session.client.publish("devices/alice/temp", "21", qos=1)
+    wait_for(session.disconnected.is_set, 5, "the publisher dropped")
+    session.client.loop_stop()
+    assert broker.alive()
+
+
+def test_when_django_is_down_clients_are_dropped(start_mosquitto: Callable[..., Broker]) -> None:
+    broker = start_mosquitto(auth_port=free_port())  # nothing listens there
+    assert dropped(login(broker, "alice", "alice-1"))
+    assert broker.alive()
+
+
+def test_when_django_stops_answering_clients_are_dropped_after_the_timeout(
+    start_mosquitto: Callable[..., Broker],
+) -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # accepts connections (the kernel does) and never answers
+        broker = start_mosquitto(auth_port=silent.getsockname()[1], http_timeout=1)
+        assert dropped(login(broker, "alice", "alice-1"))
+        assert broker.alive()
+
+
+# -------------------------------------------------------------------- hostile sizes
+
+
+@pytest.mark.parametrize(
+    "username",
+    ["u" * 60_000, '"' * 60_000],  # the second one doubles when JSON-escaped: a too-big body
+    ids=["long-username", "long-escaped-username"],
+)
+def test_huge_usernames_are_refused_without_a_crash(
+    mosquitto: Broker, device: Account, username: str
+) -> None:
+    session = login(mosquitto, username, "c-1")
+    assert session.connack is not None and session.connack.value == NOT_AUTHORIZED
+    assert mosquitto.alive()
+    assert login(mosquitto, "alice", "alice-1").connected()
+
+
+def test_a_huge_client_id_logs_in(mosquitto: Broker, device: Account) -> None:
+    assert login(mosquitto, "alice", "c" * 60_000).connected()
+    assert mosquitto.alive()
+
+
+def test_huge_topics_do_not_crash_the_broker(mosquitto: Broker, device: Account) -> None:
+    alice = mosquitto.session("alice", DEVICE_PASSWORD, "alice-1")
+    alice.connect(timeout=5)
+    long_topic = "devices/alice/" + "t" * 60_000
+    alice.subscribe("devices/alice/#")
+    assert not alice.publish(long_topic, "deep").is_failure
+    assert alice.expect("deep", timeout=5).topic == long_topic
+    assert alice.publish("elsewhere/" + "t" * 60_000, "x").value == NOT_AUTHORIZED
+    assert alice.subscribe("elsewhere/" + "f" * 60_000 + "/#").value == NOT_AUTHORIZED
+    assert alice.subscribe(long_topic + "/#").value == 1
+    alice.close()
+    assert mosquitto.alive()
+
+
+def test_a_filter_too_deep_for_mosquitto_is_dropped_before_the_plugin(
+    mosquitto: Broker, device: Account
+) -> None:
+    alice = mosquitto.session("alice", DEVICE_PASSWORD, "alice-1")
+    alice.connect(timeout=5)
+    alice.client.subscribe("devices/alice/" + "+/" * 20_000 + "#")  # mosquitto allows 200 levels
+    wait_for(alice.disconnected.is_set, 5, "the client dropped for a malformed packet")
+    alice.client.loop_stop()
+    assert mosquitto.alive()
+    assert login(mosquitto, "alice", "alice-2").connected()
