@@ -85,6 +85,11 @@ def sensor(device: Account) -> Client:
 
 @pytest.fixture
 def broker_state() -> MonitorState:
+    return seed_broker_state()
+
+
+def seed_broker_state() -> MonitorState:
+    """$SYS values, an hour of counter samples (10 msg/s, 100 B/s) and a fresh monitor."""
     now = timezone.now()
     for topic, value in (
         ("$SYS/broker/version", "mosquitto version 2.0.18"),
@@ -99,7 +104,9 @@ def broker_state() -> MonitorState:
         samples.append(
             BrokerStatSample(topic="$SYS/broker/messages/received", value=i * 600, at=at)
         )
+        samples.append(BrokerStatSample(topic="$SYS/broker/messages/sent", value=i * 900, at=at))
         samples.append(BrokerStatSample(topic="$SYS/broker/bytes/sent", value=i * 6000, at=at))
+        samples.append(BrokerStatSample(topic="$SYS/broker/bytes/received", value=i * 4000, at=at))
     BrokerStatSample.objects.bulk_create(samples)
     state = MonitorState.get()
     state.last_sys_at = state.heartbeat_at = now
