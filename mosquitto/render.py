@@ -18,7 +18,6 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-
 DEFAULT_LINE = re.compile(r"^#\s*default\s+([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.MULTILINE)
 
 
