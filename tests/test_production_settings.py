@@ -29,6 +29,8 @@ def production_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
         "HOME": str(tmp_path),
         "SECRET_KEY": secrets.token_urlsafe(50),
         "MQTT_AUTH_SECRET": secrets.token_urlsafe(32),
+        # The monitor's MQTT password (monitor.W001 is a deploy check).
+        "MONITOR_PASSWORD": secrets.token_urlsafe(32),
         "ALLOWED_HOSTS": "mqtt.example.com,localhost",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
         "VAR_DIR": str(tmp_path / "var"),
