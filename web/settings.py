@@ -271,3 +271,35 @@ TEST_SERVICE_AUTH_URL = env("TEST_SERVICE_AUTH_URL", "http://127.0.0.1:8000")
 TEST_SERVICE_TOPIC = env("TEST_SERVICE_TOPIC", "probe/{client_id}")
 # Monitor data older than this is shown as stale (seconds).
 WEB_STALE_SECONDS = env_int("WEB_STALE_SECONDS", 120)
+
+# --- Monitor (manage.py monitor, simulate_devices, prune_telemetry) --------------------------
+# The broker the monitor and the simulator connect to: MQTT 5 over TLS.
+MQTT_HOST = env("MQTT_HOST", "127.0.0.1")
+MQTT_PORT = env_int("MQTT_PORT", 8883)
+MQTT_CA_FILE = env("MQTT_CA_FILE", str(VAR_DIR / "certs" / "ca.crt"))
+# The monitor's own MQTT account, made and rotated by `manage.py monitor_account`, which
+# writes the password to VAR_DIR/monitor_password (0600) unless it is given here.
+MONITOR_USERNAME = env("MONITOR_USERNAME", "mqtt-monitor")
+MONITOR_PASSWORD_PATH = VAR_DIR / "monitor_password"
+MONITOR_PASSWORD = env("MONITOR_PASSWORD") or (
+    MONITOR_PASSWORD_PATH.read_text().strip() if MONITOR_PASSWORD_PATH.exists() else ""
+)
+MONITOR_CLIENT_ID = env("MONITOR_CLIENT_ID", "mqtt-service-monitor")
+# How long the broker keeps the monitor's session (and its queued QoS 1 telemetry) while away.
+MONITOR_SESSION_EXPIRY = env_int("MONITOR_SESSION_EXPIRY", 7 * 24 * 3600)
+# Telemetry filters, subscribed at QoS 1; <prefix>/<client id>/telemetry[/<metric>].
+TELEMETRY_TOPICS = env_list("TELEMETRY_TOPICS", "devices/+/telemetry,devices/+/telemetry/+")
+# Set on every instance to share telemetry through $share/<group>/ (scale-out).
+TELEMETRY_SHARE_GROUP = env("TELEMETRY_SHARE_GROUP")
+# Off on extra scale-out instances: $SYS statistics and presence stay with one monitor.
+MONITOR_PRESENCE = env_bool("MONITOR_PRESENCE", default=True)
+TELEMETRY_MAX_BYTES = env_int("TELEMETRY_MAX_BYTES", 65536)
+TELEMETRY_RETENTION_DAYS = env_int("TELEMETRY_RETENTION_DAYS", 30)
+BROKER_STATS_RETENTION_DAYS = env_int("BROKER_STATS_RETENTION_DAYS", 7)
+# A batch is written when it holds this many readings or is this old, whichever comes first.
+MONITOR_BATCH_SIZE = env_int("MONITOR_BATCH_SIZE", 5000)
+MONITOR_FLUSH_SECONDS = env_float("MONITOR_FLUSH_SECONDS", 0.5)
+MONITOR_RECONNECT_MAX_SECONDS = env_int("MONITOR_RECONNECT_MAX_SECONDS", 30)
+# PostgreSQL application_name of the monitor process (DB_APPLICATION_NAME is the web's).
+MONITOR_DB_APPLICATION_NAME = env("MONITOR_DB_APPLICATION_NAME", "mqtt-service-monitor")
+# --- end of Monitor --------------------------------------------------------------------------

@@ -1,0 +1,269 @@
+"""From MQTT messages to rows: the plain functions behind the monitor's paho callbacks.
+
+`Ingest.handle_message(topic, payload, received_at)` sorts one message: `$SYS/broker/log/...`
+lines become presence events (written at once, in order), other `$SYS` values and telemetry
+readings are collected, and `flush()` writes what was collected in one short transaction:
+readings with `bulk_create`, latest values and client counters with a few set-based statements.
+The caller acknowledges QoS 1 messages only after `flush()` returned, so a crash before the
+commit leaves them with the broker, which delivers them again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F
+
+from monitor import presence, syslog, telemetry
+from monitor.models import BrokerStat, BrokerStatSample, Client, MonitorState, Reading
+
+log = logging.getLogger("monitor.ingest")
+
+SYS_PREFIX = "$SYS/"
+LOG_PREFIX = "$SYS/broker/log/"
+CONNECTED_TOPIC = "$SYS/broker/clients/connected"
+UPTIME_TOPIC = "$SYS/broker/uptime"
+BAD_LOG_LINES_PER_FLUSH = 10
+
+
+def stat_number(value: str) -> float | None:
+    """'12' -> 12.0, '3600 seconds' -> 3600.0, 'mosquitto version 2.0.11' -> None."""
+    head = value.split(" ", 1)[0]
+    try:
+        number = float(head)
+    except ValueError:
+        return None
+    return number if number == number and abs(number) != float("inf") else None
+
+
+@dataclass
+class Bad:
+    count: int = 0
+    at: datetime | None = None
+    error: str = ""
+
+
+@dataclass
+class Batch:
+    readings: list[tuple[str, str, float, datetime]] = field(default_factory=list)
+    messages: Counter[str] = field(default_factory=Counter)
+    last_message: dict[str, datetime] = field(default_factory=dict)
+    bad: dict[str, Bad] = field(default_factory=dict)
+    stats: dict[str, tuple[str, datetime]] = field(default_factory=dict)
+    samples: list[tuple[str, float, datetime]] = field(default_factory=list)
+    logged_bad: int = 0
+
+    def __len__(self) -> int:
+        return len(self.readings) + sum(b.count for b in self.bad.values()) + len(self.samples)
+
+
+class Ingest:
+    def __init__(self, self_client_id: str = "", max_payload: int | None = None) -> None:
+        self.self_client_id = self_client_id or settings.MONITOR_CLIENT_ID
+        self.max_payload = max_payload or settings.TELEMETRY_MAX_BYTES
+        self.batch = Batch()
+        self.client_pks: dict[str, int] = {}
+        self.uptime: float | None = None
+        self.broker_connected: int | None = None
+        self.stored = 0
+        self.state_ready = False
+
+    # -- sorting messages ------------------------------------------------------------------
+    def handle_message(self, topic: str, payload: bytes, received_at: datetime) -> None:
+        if topic.startswith(LOG_PREFIX):
+            self.handle_log_line(payload.decode("utf-8", "replace"), received_at)
+        elif topic.startswith(SYS_PREFIX):
+            self.handle_stat(topic, payload.decode("utf-8", "replace"), received_at)
+        else:
+            self.handle_telemetry(topic, payload, received_at)
+
+    def handle_log_line(self, line: str, received_at: datetime) -> None:
+        event = syslog.parse_line(line)
+        if event is not None:
+            presence.apply(event, received_at)
+
+    def handle_stat(self, topic: str, value: str, received_at: datetime) -> None:
+        self.batch.stats[topic] = (value, received_at)
+        number = stat_number(value)
+        if number is None:
+            return
+        self.batch.samples.append((topic, number, received_at))
+        if topic == UPTIME_TOPIC:
+            self.check_restart(number, received_at)
+        elif topic == CONNECTED_TOPIC:
+            self.broker_connected = int(number)
+
+    def handle_telemetry(self, topic: str, payload: bytes, received_at: datetime) -> None:
+        try:
+            message = telemetry.parse(topic, payload, self.max_payload)
+        except telemetry.BadPayload as exc:
+            self.bad_payload(topic, str(exc), received_at)
+            return
+        batch = self.batch
+        batch.messages[message.client_id] += 1
+        batch.last_message[message.client_id] = received_at
+        batch.readings.extend((message.client_id, m, v, received_at) for m, v in message.values)
+
+    def bad_payload(self, topic: str, error: str, received_at: datetime) -> None:
+        client_id = telemetry.client_id_of(topic)
+        bad = self.batch.bad.setdefault(client_id, Bad())
+        bad.count, bad.at, bad.error = bad.count + 1, received_at, error
+        # A flood of bad payloads must not become a flood of log lines.
+        self.batch.logged_bad += 1
+        if self.batch.logged_bad <= BAD_LOG_LINES_PER_FLUSH:
+            log.warning("bad payload on %r: %s", topic[:200], error)
+
+    def check_restart(self, uptime: float, at: datetime) -> None:
+        if self.uptime is not None and uptime + 2 < self.uptime:
+            since = at - timedelta(seconds=uptime)
+            closed = presence.broker_restarted(at, since, self.self_client_id)
+            log.warning("broker restarted %s ago: %d sessions closed", at - since, closed)
+        self.uptime = uptime
+
+    # -- writing -----------------------------------------------------------------------------
+    def pending(self) -> int:
+        return len(self.batch)
+
+    def drop_pending_telemetry(self) -> int:
+        """Forget collected telemetry (its messages will be delivered again); keep $SYS."""
+        dropped = len(self.batch.readings)
+        self.batch.readings, self.batch.bad = [], {}
+        self.batch.messages, self.batch.last_message = Counter(), {}
+        return dropped
+
+    def flush(self) -> int:
+        """Write what was collected; returns the number of readings stored."""
+        batch, self.batch = self.batch, Batch()
+        if batch.logged_bad > BAD_LOG_LINES_PER_FLUSH:
+            log.warning("... and %d more bad payloads", batch.logged_bad - BAD_LOG_LINES_PER_FLUSH)
+        try:
+            self.write(batch)
+        except IntegrityError:
+            # A client row deleted under us (the admin): forget cached ids, try once more.
+            self.client_pks.clear()
+            self.write(batch)
+        except BaseException:
+            self.batch = merge(batch, self.batch)
+            raise
+        if self.broker_connected is not None and batch.stats.get(CONNECTED_TOPIC):
+            presence.reconcile(
+                self.broker_connected, batch.stats[CONNECTED_TOPIC][1], self.self_client_id
+            )
+        self.stored += len(batch.readings)
+        return len(batch.readings)
+
+    def write(self, batch: Batch) -> None:
+        if not self.state_ready:
+            MonitorState.get()
+            self.state_ready = True
+        with transaction.atomic():
+            pks = self.resolve({r[0] for r in batch.readings} | set(batch.bad))
+            if batch.readings:
+                Reading.objects.bulk_create(
+                    [
+                        Reading(client_id=pks[c], metric=m, value=v, at=at)
+                        for c, m, v, at in batch.readings
+                    ],
+                    batch_size=5000,
+                )
+                self.write_latest(batch, pks)
+                self.write_counters(batch, pks)
+            self.write_bad(batch, pks)
+            self.write_stats(batch)
+            if batch.readings or batch.bad:
+                MonitorState.objects.filter(pk=1).update(
+                    readings_stored=F("readings_stored") + len(batch.readings),
+                    bad_payloads=F("bad_payloads") + sum(b.count for b in batch.bad.values()),
+                )
+
+    def resolve(self, client_ids: set[str]) -> dict[str, int]:
+        missing = [c for c in client_ids if c not in self.client_pks]
+        if missing:
+            for chunk in chunks(missing, 500):
+                Client.objects.bulk_create(
+                    [Client(client_id=c[:255]) for c in chunk], ignore_conflicts=True
+                )
+                rows = Client.objects.filter(client_id__in=chunk).values_list("client_id", "pk")
+                self.client_pks.update(rows)
+        return self.client_pks
+
+    def write_latest(self, batch: Batch, pks: dict[str, int]) -> None:
+        latest: dict[tuple[int, str], list[object]] = {}
+        for client_id, metric, value, at in batch.readings:
+            row = latest.setdefault((pks[client_id], metric), [0, 0.0, at])
+            row[0], row[1], row[2] = int(row[0]) + 1, value, at  # type: ignore[call-overload]
+        adapt = connection.ops.adapt_datetimefield_value
+        table = connection.ops.quote_name("monitor_latestvalue")
+        # Same statement on SQLite and PostgreSQL; adds to the count, keeps the newest value.
+        sql = (
+            f"INSERT INTO {table} (client_id, metric, value, at, count) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (client_id, metric) DO UPDATE SET "
+            f"count = {table}.count + excluded.count, "
+            f"value = CASE WHEN excluded.at >= {table}.at THEN excluded.value "
+            f"ELSE {table}.value END, "
+            f"at = CASE WHEN excluded.at >= {table}.at THEN excluded.at ELSE {table}.at END"
+        )
+        params = [
+            (pk, metric, value, adapt(at), count)
+            for (pk, metric), (count, value, at) in latest.items()
+        ]
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, params)
+
+    def write_counters(self, batch: Batch, pks: dict[str, int]) -> None:
+        for client_id, count in batch.messages.items():
+            at = batch.last_message[client_id]
+            Client.objects.filter(pk=pks[client_id]).update(
+                message_count=F("message_count") + count,
+                last_message_at=at,
+                last_seen=at,
+            )
+
+    def write_bad(self, batch: Batch, pks: dict[str, int]) -> None:
+        for client_id, bad in batch.bad.items():
+            Client.objects.filter(pk=pks[client_id]).update(
+                bad_message_count=F("bad_message_count") + bad.count,
+                last_bad_message_at=bad.at,
+                last_bad_message_error=bad.error[:255],
+            )
+
+    def write_stats(self, batch: Batch) -> None:
+        if not batch.stats:
+            return
+        BrokerStat.objects.bulk_create(
+            [
+                BrokerStat(topic=t[:255], value=v, number=stat_number(v), updated_at=at)
+                for t, (v, at) in batch.stats.items()
+            ],
+            update_conflicts=True,
+            unique_fields=["topic"],
+            update_fields=["value", "number", "updated_at"],
+        )
+        BrokerStatSample.objects.bulk_create(
+            [BrokerStatSample(topic=t[:255], value=v, at=at) for t, v, at in batch.samples]
+        )
+        MonitorState.objects.filter(pk=1).update(
+            last_sys_at=max(at for _v, at in batch.stats.values())
+        )
+
+
+def merge(old: Batch, new: Batch) -> Batch:
+    """Put a batch that failed to write back in front of what arrived since."""
+    old.readings.extend(new.readings)
+    old.messages.update(new.messages)
+    old.last_message.update(new.last_message)
+    for client_id, bad in new.bad.items():
+        mine = old.bad.setdefault(client_id, Bad())
+        mine.count, mine.at, mine.error = mine.count + bad.count, bad.at, bad.error
+    old.stats.update(new.stats)
+    old.samples.extend(new.samples)
+    return old
+
+
+def chunks(items: list[str], size: int) -> list[list[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]

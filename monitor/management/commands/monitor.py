@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import connections
+
+from monitor.subscriber import Monitor, Options
+
+
+def use_monitor_application_name() -> None:
+    """Name this process's PostgreSQL sessions (pg_stat_activity) unlike the web's."""
+    for conn in connections.all():
+        if conn.vendor == "postgresql":
+            conn.close()
+            options = conn.settings_dict.setdefault("OPTIONS", {})
+            options["application_name"] = settings.MONITOR_DB_APPLICATION_NAME
+
+
+class Command(BaseCommand):
+    help = (
+        "Record broker statistics ($SYS), client presence (broker log lines) and telemetry "
+        "into the database. Runs until SIGTERM or SIGINT, then finishes its batch and exits."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--batch-size", type=int, default=settings.MONITOR_BATCH_SIZE)
+        parser.add_argument("--flush-seconds", type=float, default=settings.MONITOR_FLUSH_SECONDS)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        use_monitor_application_name()
+        monitor = Monitor(
+            Options(batch_size=options["batch_size"], flush_seconds=options["flush_seconds"])
+        )
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: monitor.stop())
+        monitor.run()

@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import transaction
+
+from brokerauth.models import Account, Rule
+
+DESCRIPTION = "The monitor's service account (manage.py monitor_account)."
+
+
+def required_patterns() -> list[str]:
+    """What the monitor subscribes to: $SYS statistics and log lines, and the telemetry."""
+    return ["$SYS/#", *settings.TELEMETRY_TOPICS]
+
+
+def write_secret(path: Path, value: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    path.chmod(0o600)
+
+
+def ensure_rules(account: Account) -> int:
+    """Subscribe and receive on exactly the monitor's filters; never superuser."""
+    added = 0
+    for pattern in required_patterns():
+        for access in (Rule.AccessChoice.SUBSCRIBE, Rule.AccessChoice.RECEIVE):
+            _rule, created = Rule.objects.get_or_create(
+                account=account,
+                pattern=pattern,
+                access=access,
+                defaults={"allow": True, "description": "monitor"},
+            )
+            added += created
+    return added
+
+
+class Command(BaseCommand):
+    help = (
+        "Create the monitor's MQTT account (MONITOR_USERNAME) with precise rules, or rotate "
+        "its password. The password goes to a 0600 file (VAR_DIR/monitor_password by "
+        "default), or is printed once with --print; it is never stored in clear elsewhere."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--rotate", action="store_true", help="Set a new password.")
+        parser.add_argument("--print", action="store_true", help="Print the password once.")
+        parser.add_argument("--password-file", type=Path, default=settings.MONITOR_PASSWORD_PATH)
+
+    @transaction.atomic
+    def handle(self, *args: Any, **options: Any) -> None:
+        username = settings.MONITOR_USERNAME
+        account = Account.objects.filter(username=username).first()
+        password = None
+        if account is None:
+            password = secrets.token_urlsafe(32)
+            account = Account.objects.create_account(username, password, description=DESCRIPTION)
+            self.stdout.write(f"Created MQTT account {username!r}.")
+        elif options["rotate"]:
+            password = secrets.token_urlsafe(32)
+            account.set_password(password)
+            account.save()
+            self.stdout.write(f"Rotated the password of {username!r}; restart the monitor.")
+        added = ensure_rules(account)
+        if added:
+            self.stdout.write(
+                f"Added {added} rules: subscribe and receive on " + ", ".join(required_patterns())
+            )
+        if password is None:
+            self.stdout.write("Password unchanged (use --rotate for a new one).")
+        elif options["print"]:
+            self.stdout.write(f"MONITOR_PASSWORD={password}")
+        else:
+            write_secret(options["password_file"], password)
+            self.stdout.write(f"Password written to {options['password_file']} (mode 0600).")

@@ -1,0 +1,98 @@
+"""Telemetry payloads: from (topic, bytes) to readings, or a reason why not.
+
+Convention (TELEMETRY_TOPICS): `<prefix>/<client id>/telemetry` carries a JSON object whose
+values are all finite numbers (`{"temperature": 21.5, "humidity": 40}`);
+`<prefix>/<client id>/telemetry/<metric>` carries one plain number (`21.5`). Anything else is
+a bad payload: not UTF-8, not JSON, NaN or infinity, strings, booleans, nested objects, too
+large, too many metrics. A bad message is rejected whole, so a device never half-reports.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+MAX_METRIC_LENGTH = 100
+MAX_METRICS = 200
+
+
+class BadPayload(ValueError):
+    """Why a telemetry message was not stored (short, safe to log and show)."""
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    client_id: str
+    values: list[tuple[str, float]]
+
+
+def _reject_constant(name: str) -> float:
+    raise BadPayload(f"{name} is not a number")
+
+
+def number(value: object, metric: str) -> float:
+    # bool is an int subclass: true/false are not measurements.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadPayload(f"{metric}: {type(value).__name__} is not a number")
+    try:
+        result = float(value)
+    except OverflowError as exc:
+        raise BadPayload(f"{metric}: number out of range") from exc
+    if not math.isfinite(result):
+        raise BadPayload(f"{metric}: not a finite number")
+    return result
+
+
+def check_metric(name: str) -> str:
+    if not name or len(name) > MAX_METRIC_LENGTH or "/" in name:
+        raise BadPayload(f"bad metric name {name[:40]!r}")
+    return name
+
+
+def decode(payload: bytes, max_bytes: int) -> object:
+    if len(payload) > max_bytes:
+        raise BadPayload(f"payload of {len(payload)} bytes is larger than {max_bytes}")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadPayload("not UTF-8") from exc
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError as exc:
+        raise BadPayload("nested too deeply") from exc
+    except ValueError as exc:  # JSONDecodeError, and int() of a 5000-digit number
+        if isinstance(exc, BadPayload):
+            raise
+        raise BadPayload("not JSON") from exc
+
+
+def client_and_metric(topic: str) -> tuple[str, str | None]:
+    """`devices/dev-1/telemetry` -> ("dev-1", None); `.../telemetry/temp` -> ("dev-1", "temp")."""
+    levels = topic.split("/")
+    if len(levels) == 3 and levels[2] == "telemetry" and levels[1]:
+        return levels[1], None
+    if len(levels) == 4 and levels[2] == "telemetry" and levels[1]:
+        return levels[1], check_metric(levels[3])
+    raise BadPayload("topic is not <prefix>/<client id>/telemetry[/<metric>]")
+
+
+def parse(topic: str, payload: bytes, max_bytes: int = 65536) -> Telemetry:
+    """The readings in one message; raises BadPayload."""
+    client_id, metric = client_and_metric(topic)
+    data = decode(payload, max_bytes)
+    if metric is not None:
+        return Telemetry(client_id, [(metric, number(data, metric))])
+    if not isinstance(data, dict):
+        raise BadPayload(f"expected a JSON object, got {type(data).__name__}")
+    if not data:
+        raise BadPayload("empty object")
+    if len(data) > MAX_METRICS:
+        raise BadPayload(f"{len(data)} metrics, more than {MAX_METRICS}")
+    return Telemetry(client_id, [(check_metric(k), number(v, k)) for k, v in data.items()])
+
+
+def client_id_of(topic: str) -> str:
+    """Best effort, for counting a bad message against someone."""
+    levels = topic.split("/")
+    return levels[1] if len(levels) > 1 else ""
