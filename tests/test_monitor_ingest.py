@@ -1,0 +1,222 @@
+"""Telemetry parsing, moving averages, and the plain handlers behind the paho callbacks."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime, timedelta
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+
+from brokerauth.models import Account, Rule
+from monitor import averages, telemetry
+from monitor.ingest import Ingest
+from monitor.models import BrokerStat, Client, LatestValue, MonitorState, Reading, Session
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+# -- telemetry payloads --------------------------------------------------------------------
+def test_a_json_object_of_numbers_gives_one_reading_per_metric() -> None:
+    parsed = telemetry.parse("devices/dev-1/telemetry", b'{"temp": 21.5, "hum": 40}')
+    assert parsed == telemetry.Telemetry("dev-1", [("temp", 21.5), ("hum", 40.0)])
+
+
+def test_a_plain_number_on_a_metric_topic_is_one_reading() -> None:
+    assert telemetry.parse("devices/dev-1/telemetry/temp", b" 21.5\n").values == [("temp", 21.5)]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\xff\xfe",
+        b"{not json",
+        b'{"t": NaN}',
+        b'{"t": -Infinity}',
+        b'{"t": 1e400}',
+        b'{"t": "warm"}',
+        b'{"t": true}',
+        b'{"t": {"deep": 1}}',
+        b"[" * 50_000 + b"]" * 50_000,
+        b'{"t": ' + b"9" * 5000 + b"}",
+        b"x" * 70_000,
+        b"[1, 2]",
+        b"{}",
+        b"",
+    ],
+)
+def test_bad_payloads_are_rejected_with_a_reason(payload: bytes) -> None:
+    with pytest.raises(telemetry.BadPayload):
+        telemetry.parse("devices/dev-1/telemetry", payload)
+
+
+@pytest.mark.parametrize("payload", [b"NaN", b"Infinity", b'"12"', b"true", b"{}", b"oops"])
+def test_bad_plain_numbers_are_rejected(payload: bytes) -> None:
+    with pytest.raises(telemetry.BadPayload):
+        telemetry.parse("devices/dev-1/telemetry/temp", payload)
+
+
+# -- moving averages -----------------------------------------------------------------------
+def test_averages_of_nothing_are_none_never_a_division_error() -> None:
+    assert averages.sma([], 10) is None
+    assert averages.ewma([]) is None
+    assert averages.window_mean([], T0, timedelta(minutes=1)) is None
+    assert averages.summary([], T0) == {
+        "sma": None,
+        "ewma": None,
+        "1m": None,
+        "5m": None,
+        "15m": None,
+    }
+
+
+def test_a_window_of_one_averages_to_its_value_and_zeros_to_zero() -> None:
+    assert averages.sma([3.0], 10) == 3.0
+    assert averages.ewma([3.0]) == 3.0
+    assert averages.sma([0.0, 0.0, 0.0], 2) == 0.0
+    assert averages.ewma([0.0, 0.0]) == 0.0
+    assert averages.sma([1.0], 0) is None
+
+
+def test_sma_ewma_and_time_windows() -> None:
+    readings = [(T0 - timedelta(minutes=m), float(v)) for m, v in [(14, 10), (4, 20), (0.5, 30)]]
+    result = averages.summary(readings, T0, n=2, alpha=0.5)
+    assert result["sma"] == 25.0
+    assert result["ewma"] == 0.5 * 30 + 0.5 * (0.5 * 20 + 0.5 * 10)
+    assert (result["1m"], result["5m"], result["15m"]) == (30.0, 25.0, 20.0)
+
+
+# -- the handlers, straight into the database ----------------------------------------------
+@pytest.fixture
+def ingest(db: None) -> Ingest:
+    return Ingest(self_client_id="monitor")
+
+
+def log_line(ingest: Ingest, text: str, at: datetime) -> None:
+    ingest.handle_message("$SYS/broker/log/N", f"1795747775: {text}".encode(), at)
+
+
+def test_readings_latest_values_and_counts_are_written_in_one_flush(ingest: Ingest) -> None:
+    for i in range(3):
+        payload = json.dumps({"temp": 20 + i, "hum": 40}).encode()
+        ingest.handle_message("devices/dev-1/telemetry", payload, T0 + timedelta(seconds=i))
+    ingest.handle_message("devices/dev-1/telemetry/temp", b"not a number", T0)
+    assert ingest.flush() == 6
+
+    client = Client.objects.get(client_id="dev-1")
+    assert client.message_count == 3
+    assert client.bad_message_count == 1 and client.last_bad_message_error
+    latest = client.latest_values()
+    assert (latest["temp"].value, latest["temp"].count) == (22.0, 3)
+    assert list(Reading.objects.series(client, "temp").values_list("value", flat=True)) == [
+        20.0,
+        21.0,
+        22.0,
+    ]
+    ingest.handle_message("devices/dev-1/telemetry/temp", b"19", T0 - timedelta(hours=1))
+    ingest.flush()
+    assert LatestValue.objects.get(client=client, metric="temp").value == 22.0  # older: kept
+    assert MonitorState.get().readings_stored == 7
+
+
+def test_presence_follows_connect_takeover_and_disconnect_lines(ingest: Ingest) -> None:
+    log_line(
+        ingest, "New client connected from 10.0.0.5:43476 as dev-1 (p2, c0, k60, u'alice').", T0
+    )
+    client = Client.objects.get(client_id="dev-1")
+    assert client.online and client.username == "alice" and client.clean_start is False
+    assert list(Client.objects.online()) == [client]
+
+    log_line(ingest, "Client dev-1 already connected, closing old connection.", T0)
+    log_line(
+        ingest, "New client connected from 10.0.0.6:5000 as dev-1 (p5, c1, k30, u'alice').", T0
+    )
+    log_line(
+        ingest, "Client dev-1 has exceeded timeout, disconnecting.", T0 + timedelta(seconds=45)
+    )
+    client.refresh_from_db()
+    assert not client.online and client.last_address == "10.0.0.6"
+    assert client.connect_count == 2
+    assert list(
+        client.sessions.order_by("connected_at", "id").values_list("reason", flat=True)
+    ) == [
+        Session.Reason.TAKEN_OVER,
+        Session.Reason.TIMEOUT,
+    ]
+    assert list(Client.objects.offline()) == [client]
+
+
+def test_refusals_are_counted(ingest: Ingest) -> None:
+    MonitorState.get()
+    log_line(ingest, "Client <unknown> disconnected, not authorised.", T0)
+    log_line(ingest, "Client auto-1234 disconnected, not authorised.", T0)
+    assert MonitorState.get().refused_logins == 2
+    assert not Client.objects.exists()
+
+
+def test_sys_values_are_kept_with_a_series_and_a_broker_restart_closes_sessions(
+    ingest: Ingest,
+) -> None:
+    log_line(ingest, "New client connected from 10.0.0.5:1 as dev-1 (p5, c1, k60, u'alice').", T0)
+    ingest.handle_message("$SYS/broker/uptime", b"500 seconds", T0)
+    ingest.handle_message("$SYS/broker/version", b"mosquitto version 2.0.11", T0)
+    ingest.handle_message("$SYS/broker/uptime", b"3 seconds", T0 + timedelta(seconds=10))
+    ingest.flush()
+    assert BrokerStat.objects.latest_values()["$SYS/broker/uptime"] == "3 seconds"
+    assert BrokerStat.objects.get(topic="$SYS/broker/uptime").number == 3.0
+    client = Client.objects.get(client_id="dev-1")
+    assert not client.online and client.last_disconnect_reason == "broker_restart"
+
+
+def test_reconciliation_reports_a_lasting_mismatch_and_marks_outage_clients_uncertain(
+    ingest: Ingest,
+) -> None:
+    from monitor import presence
+
+    log_line(ingest, "New client connected from 10.0.0.5:1 as dev-1 (p5, c1, k60, u'alice').", T0)
+    for at in (T0, T0 + timedelta(seconds=1)):
+        ingest.handle_message("$SYS/broker/clients/connected", b"3", at)
+        ingest.flush()
+    state = MonitorState.get()
+    assert state.mismatch and state.mismatch_count == 2
+    presence.mark_uncertain(T0 + timedelta(minutes=1), "monitor")
+    assert list(Client.objects.uncertain()) == [Client.objects.get(client_id="dev-1")]
+    ingest.handle_message("$SYS/broker/clients/connected", b"1", T0 + timedelta(minutes=2))
+    ingest.flush()
+    assert not Client.objects.online().exists()  # the broker counts only the monitor
+
+
+# -- commands ------------------------------------------------------------------------------
+def test_monitor_account_makes_precise_rules_and_a_private_password_file(
+    db: None, tmp_path: Path
+) -> None:
+    path = tmp_path / "monitor_password"
+    call_command("monitor_account", "--password-file", str(path), stdout=StringIO())
+    account = Account.objects.get(username="mqtt-monitor")
+    assert not account.is_superuser
+    assert account.check_password(path.read_text().strip())
+    assert path.stat().st_mode & 0o777 == 0o600
+    patterns = set(Rule.objects.filter(account=account).values_list("pattern", flat=True))
+    assert patterns == {"$SYS/#", "devices/+/telemetry", "devices/+/telemetry/+"}
+
+    old = path.read_text()
+    call_command("monitor_account", "--password-file", str(path), stdout=StringIO())
+    assert path.read_text() == old
+    out = StringIO()
+    call_command("monitor_account", "--rotate", "--print", stdout=out)
+    assert "MONITOR_PASSWORD=" in out.getvalue()
+    account.refresh_from_db()
+    assert not account.check_password(old.strip())
+
+
+def test_prune_telemetry_keeps_the_retention_period(ingest: Ingest) -> None:
+    now = datetime.now(UTC)
+    ingest.handle_message("devices/d/telemetry/t", b"1", now - timedelta(days=40))
+    ingest.handle_message("devices/d/telemetry/t", b"2", now)
+    ingest.flush()
+    call_command("prune_telemetry", "--days", "30", stdout=StringIO())
+    assert list(Reading.objects.values_list("value", flat=True)) == [2.0]
+    assert math.isclose(LatestValue.objects.get().value, 2.0)
