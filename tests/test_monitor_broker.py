@@ -232,3 +232,39 @@ def test_malformed_payloads_and_a_flood_leave_the_monitor_alive_and_good_reading
     )
     assert running.thread.is_alive() and running.monitor.connected.is_set()
     assert Client.objects.get(client_id="alice").last_bad_message_error
+
+
+def test_the_simulator_creates_demo_devices_that_the_monitor_sees(
+    mosquitto: Broker, start_monitor: Callable[..., RunningMonitor], tmp_path: Path
+) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    start_monitor()
+    out = StringIO()
+    call_command(
+        "simulate_devices",
+        "--count=3",
+        "--rate=20",
+        "--duration=3",
+        "--create-accounts",
+        f"--port={mosquitto.port}",
+        f"--ca-file={mosquitto.ca_file}",
+        "--prefix=sim-",
+        stdout=out,
+    )
+    assert "messages sent by 3 devices" in out.getvalue()
+    wait_for(
+        lambda: (
+            Client.objects.filter(client_id__startswith="sim-", message_count__gt=0).count() == 3
+        ),
+        5,
+        "telemetry from the three devices",
+    )
+    assert LatestValue.objects.filter(client__client_id="sim-01", metric="temperature").exists()
+    wait_for(
+        lambda: Client.objects.offline().filter(client_id__startswith="sim-").count() == 3,
+        5,
+        "the devices gone",
+    )
