@@ -14,6 +14,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -164,13 +165,7 @@ class Ingest:
         with transaction.atomic():
             pks = self.resolve({r[0] for r in batch.readings} | set(batch.bad))
             if batch.readings:
-                Reading.objects.bulk_create(
-                    [
-                        Reading(client_id=pks[c], metric=m, value=v, at=at)
-                        for c, m, v, at in batch.readings
-                    ],
-                    batch_size=5000,
-                )
+                self.write_readings(batch, pks)
                 self.write_latest(batch, pks)
                 self.write_counters(batch, pks)
             self.write_bad(batch, pks)
@@ -191,6 +186,29 @@ class Ingest:
                 rows = Client.objects.filter(client_id__in=chunk).values_list("client_id", "pk")
                 self.client_pks.update(rows)
         return self.client_pks
+
+    def write_readings(self, batch: Batch, pks: dict[str, int]) -> None:
+        # executemany of a prepared INSERT: bulk_create's per-field preparation costs more
+        # than the database does at 10,000 readings a second.
+        adapt = connection.ops.adapt_datetimefield_value
+        adapted: dict[datetime, Any] = {}
+        rows = []
+        for client_id, metric, value, at in batch.readings:
+            when = adapted.get(at)
+            if when is None:
+                when = adapted[at] = adapt(at)
+            rows.append((pks[client_id], metric, value, when))
+        table = connection.ops.quote_name(Reading._meta.db_table)
+        columns = "(client_id, metric, value, at)"
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                # COPY: several times the rate of INSERT for batches of thousands of rows.
+                with cursor.cursor.copy(f"COPY {table} {columns} FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            else:
+                sql = f"INSERT INTO {table} {columns} VALUES (%s, %s, %s, %s)"
+                cursor.executemany(sql, rows)
 
     def write_latest(self, batch: Batch, pks: dict[str, int]) -> None:
         latest: dict[tuple[int, str], list[object]] = {}
