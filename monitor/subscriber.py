@@ -101,6 +101,9 @@ class Monitor:
         client.on_disconnect = self.on_disconnect
         client.on_message = self.on_message
         client.on_subscribe = self.on_subscribe
+        client.on_connect_fail = lambda _c, _u: log.warning(
+            "cannot reach the broker at %s:%d; retrying with backoff", o.host, o.port
+        )
         return client
 
     def connect_properties(self) -> Properties:

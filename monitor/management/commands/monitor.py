@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
 from monitor.subscriber import Monitor, Options
@@ -30,6 +31,12 @@ class Command(BaseCommand):
         parser.add_argument("--flush-seconds", type=float, default=settings.MONITOR_FLUSH_SECONDS)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if not Path(settings.MQTT_CA_FILE).is_file():
+            raise CommandError(
+                f"MQTT_CA_FILE {settings.MQTT_CA_FILE} is missing: run certs/make-certs.sh."
+            )
+        if not settings.MONITOR_PASSWORD:
+            raise CommandError("No MONITOR_PASSWORD: run manage.py monitor_account first.")
         use_monitor_application_name()
         monitor = Monitor(
             Options(batch_size=options["batch_size"], flush_seconds=options["flush_seconds"])
