@@ -72,10 +72,27 @@ a.save()
 
 def start_gunicorn(env: dict[str, str], port: int, workers: int, threads: int) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [PY, "-m", "gunicorn", "web.wsgi", "-b", f"127.0.0.1:{port}", "-w", str(workers),
-         "-k", "gthread", "--threads", str(threads), "--keep-alive", "30",
-         "--log-level", "warning"],
-        cwd=ROOT, env=env, start_new_session=True,
+        [
+            PY,
+            "-m",
+            "gunicorn",
+            "web.wsgi",
+            "-b",
+            f"127.0.0.1:{port}",
+            "-w",
+            str(workers),
+            "-k",
+            "gthread",
+            "--threads",
+            str(threads),
+            "--keep-alive",
+            "30",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -87,10 +104,26 @@ def start_gunicorn(env: dict[str, str], port: int, workers: int, threads: int) -
     raise SystemExit("gunicorn did not start")
 
 
-def hey(url: str, body: str, auth: str, seconds: int, concurrency: int,
-        qps_per_worker: float = 0) -> dict[str, float]:
-    cmd = ["hey", "-z", f"{seconds}s", "-c", str(concurrency), "-m", "POST", "-T",
-           "application/json", "-d", body, "-H", f"Authorization: {auth}", "-o", "csv"]
+def hey(
+    url: str, body: str, auth: str, seconds: int, concurrency: int, qps_per_worker: float = 0
+) -> dict[str, float]:
+    cmd = [
+        "hey",
+        "-z",
+        f"{seconds}s",
+        "-c",
+        str(concurrency),
+        "-m",
+        "POST",
+        "-T",
+        "application/json",
+        "-d",
+        body,
+        "-H",
+        f"Authorization: {auth}",
+        "-o",
+        "csv",
+    ]
     if qps_per_worker:
         cmd += ["-q", f"{qps_per_worker:.2f}"]
     out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
@@ -98,13 +131,20 @@ def hey(url: str, body: str, auth: str, seconds: int, concurrency: int,
     times = sorted(float(r["response-time"]) * 1000 for r in rows)
     codes = {r["status-code"] for r in rows}
     quantiles = statistics.quantiles(times, n=100)
-    return {"rps": len(rows) / seconds, "p50": quantiles[49], "p99": quantiles[98],
-            "n": len(rows), "codes": ",".join(sorted(codes))}  # type: ignore[dict-item]
+    return {
+        "rps": len(rows) / seconds,
+        "p50": quantiles[49],
+        "p99": quantiles[98],
+        "n": len(rows),
+        "codes": ",".join(sorted(codes)),
+    }  # type: ignore[dict-item]
 
 
 def fmt(name: str, r: dict[str, float]) -> str:
-    return (f"| {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['n']:.0f} "
-            f"| {r['codes']} |")
+    return (
+        f"| {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['n']:.0f} "
+        f"| {r['codes']} |"
+    )
 
 
 def main() -> None:
@@ -127,10 +167,10 @@ def main() -> None:
     subprocess.run([PY, "manage.py", "shell", "-c", SEED], cwd=ROOT, env=env, check=True)
     secret = (var / "mqtt_auth_secret").read_text().strip()
     auth = "Basic " + base64.b64encode(f"broker:{secret}".encode()).decode()
-    acl = json.dumps({"username": "dev-7", "clientid": "dev-7", "topic": "devices/dev-7/temp",
-                      "acc": 2})
-    login = json.dumps({"username": "dev-0", "password": "bench password",
-                        "clientid": "dev-0"})
+    acl = json.dumps(
+        {"username": "dev-7", "clientid": "dev-7", "topic": "devices/dev-7/temp", "acc": 2}
+    )
+    login = json.dumps({"username": "dev-0", "password": "bench password", "clientid": "dev-0"})
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     rows = []
@@ -142,9 +182,12 @@ def main() -> None:
         lc = args.latency_concurrency
         half = hey(f"{base}/mqtt/auth/acl", acl, auth, args.seconds, lc, full["rps"] / 2 / lc)
         warm = hey(f"{base}/mqtt/auth/user", login, auth, args.seconds, args.concurrency)
-        rows += [fmt("floor view (flat out)", floor), fmt("ACL endpoint (flat out)", full),
-                 fmt(f"ACL endpoint at half capacity, {lc} connections", half),
-                 fmt("login, remembered (warm)", warm)]
+        rows += [
+            fmt("floor view (flat out)", floor),
+            fmt("ACL endpoint (flat out)", full),
+            fmt(f"ACL endpoint at half capacity, {lc} connections", half),
+            fmt("login, remembered (warm)", warm),
+        ]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from io import StringIO
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.conf import settings
+from django.core.management import call_command
+from django.test import override_settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -19,18 +23,21 @@ PASSWORD = "service-password-1"
 
 
 @pytest.fixture
-def service_account(db: None) -> Account:
-    account = Account.objects.create_account("svc", PASSWORD)
-    Rule.objects.create(account=account, pattern="probe/%c", access=Rule.AccessChoice.ALL)
+def service_account(db: None, tmp_path: Path) -> Account:
+    """The monitor's own account with the rules `manage.py monitor_account` gives it."""
+    call_command("monitor_account", "--password-file", str(tmp_path / "pw"), stdout=StringIO())
+    account = Account.objects.get(username=settings.MONITOR_USERNAME)
+    account.set_password(PASSWORD)
+    account.save()
     return account
 
 
-def run(mosquitto: Broker, live_server: Any, username: str = "svc") -> list[roundtrip.Step]:
+def run(mosquitto: Broker, live_server: Any, username: str = "") -> list[roundtrip.Step]:
     target = roundtrip.Target(
         host="127.0.0.1",
         port=mosquitto.port,
         ca_file=str(mosquitto.ca_file),
-        username=username,
+        username=username or settings.MONITOR_USERNAME,
         password=PASSWORD,
         topic="probe/{client_id}",
     )
@@ -90,15 +97,13 @@ def test_the_api_and_the_page_run_the_configured_round_trip(
         "MQTT_HOST": "127.0.0.1",
         "MQTT_PORT": mosquitto.port,
         "MQTT_CA_FILE": str(mosquitto.ca_file),
-        "MONITOR_USERNAME": "svc",
+        "MONITOR_USERNAME": settings.MONITOR_USERNAME,
         "MONITOR_PASSWORD": PASSWORD,
         "TEST_SERVICE_AUTH_URL": live_server.url,
     }
     state = MonitorState.get()
     state.last_sys_at = timezone.now()
     state.save()
-    from django.test import override_settings
-
     with override_settings(**settings_override):
         api = APIClient()
         api.force_authenticate(operator)

@@ -27,9 +27,21 @@ def write_secret(path: Path, value: str) -> None:
     path.chmod(0o600)
 
 
+def probe_pattern() -> str:
+    """The Test service's probe topic: its own client id only (web/roundtrip.py)."""
+    return settings.TEST_SERVICE_TOPIC.replace("{client_id}", "%c")
+
+
 def ensure_rules(account: Account) -> int:
-    """Subscribe and receive on exactly the monitor's filters; never superuser."""
-    added = 0
+    """Subscribe and receive on exactly the monitor's filters, all rights on the Test
+    service's probe topic; never superuser."""
+    _rule, created = Rule.objects.get_or_create(
+        account=account,
+        pattern=probe_pattern(),
+        access=Rule.AccessChoice.ALL,
+        defaults={"allow": True, "description": "test service probe"},
+    )
+    added = int(created)
     for pattern in required_patterns():
         for access in (Rule.AccessChoice.SUBSCRIBE, Rule.AccessChoice.RECEIVE):
             _rule, created = Rule.objects.get_or_create(
