@@ -43,8 +43,9 @@ timeout = int(_env("GUNICORN_TIMEOUT", "30"))
 # On SIGTERM, workers finish the requests in flight for this long before being killed.
 graceful_timeout = int(_env("GUNICORN_GRACEFUL_TIMEOUT", "20"))
 keepalive = int(_env("GUNICORN_KEEPALIVE", "5"))
-# Recycle workers now and then so that a slow leak never grows without bound.
-max_requests = int(_env("GUNICORN_MAX_REQUESTS", "10000"))
+# Recycle workers now and then so that a slow leak never grows without bound; not often, since
+# a new worker has forgotten the logins it remembered and the ACL subjects it compiled.
+max_requests = int(_env("GUNICORN_MAX_REQUESTS", "200000"))
 max_requests_jitter = max_requests // 10
 # The proxy sets X-Forwarded-Proto; Django trusts it through SECURE_PROXY_SSL_HEADER.
 forwarded_allow_ips = _env("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
