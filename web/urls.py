@@ -3,7 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from web import metrics
-from web.views import accounts, audit, clients, dashboard, status, testservice
+from web.views import accounts, audit, clients, dashboard, groups, rules, status, testservice
 
 urlpatterns = [
     path("", include("brokerauth.urls")),
@@ -19,6 +19,27 @@ urlpatterns = [
     path("accounts/<int:pk>/", accounts.account_detail, name="account"),
     path("accounts/<int:pk>/active/", accounts.account_set_active, name="account-active"),
     path("accounts/<int:pk>/reset-password/", accounts.account_reset, name="account-reset"),
+    path("accounts/<int:pk>/rules/new/", rules.account_rule_create, name="account-rule-create"),
+    path("accounts/<int:pk>/groups/", groups.account_join, name="account-join"),
+    path(
+        "accounts/<int:pk>/groups/<int:group_pk>/remove/",
+        groups.account_leave,
+        name="account-leave",
+    ),
+    path("groups/", groups.group_list, name="groups"),
+    path("groups/new/", groups.group_create, name="group-create"),
+    path("groups/<int:pk>/", groups.group_detail, name="group"),
+    path("groups/<int:pk>/edit/", groups.group_edit, name="group-edit"),
+    path("groups/<int:pk>/delete/", groups.group_delete, name="group-delete"),
+    path("groups/<int:pk>/rules/new/", rules.group_rule_create, name="group-rule-create"),
+    path("groups/<int:pk>/members/", groups.member_add, name="group-member-add"),
+    path(
+        "groups/<int:pk>/members/<int:account_pk>/remove/",
+        groups.member_remove,
+        name="group-member-remove",
+    ),
+    path("rules/<int:pk>/edit/", rules.rule_edit, name="rule-edit"),
+    path("rules/<int:pk>/delete/", rules.rule_delete, name="rule-delete"),
     path("audit/", audit.audit, name="audit"),
     path("test-service/", testservice.test_service, name="test-service"),
     path("status/", status.status, name="status"),

@@ -14,6 +14,8 @@ from brokerauth import acl, decisions, topics
 from brokerauth.models import Account, AuthEvent, Group, Rule
 from web.passwords import generate_password, reset_password
 from web.views import paginate, query_without_page, staff_required
+from web.views.groups import JoinForm
+from web.views.rules import RuleForm
 
 
 class AccountForm(forms.ModelForm):
@@ -67,7 +69,7 @@ def account_create(request: HttpRequest) -> HttpResponse:
 def account_rules(account: Account) -> tuple[list[Rule], list[Rule]]:
     rules = Rule.objects.filter(
         Q(account=account) | Q(group__memberships__account=account)
-    ).select_related("group")
+    ).select_related("account", "group")
     own = [rule for rule in rules if rule.account_id == account.pk]
     return own, [rule for rule in rules if rule.account_id != account.pk]
 
@@ -83,6 +85,9 @@ def account_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "events": AuthEvent.objects.filter(username=account.username)[:20],
         "explain_form": ExplainForm(initial={"username": account.username}),
     }
+    if request.user.is_staff:
+        context["rule_form"] = RuleForm()
+        context["join_form"] = JoinForm(account=account)
     return render(request, "web/account.html", context)
 
 

@@ -1,0 +1,166 @@
+"""Groups in the operator UI: list, create, rename, delete, members; and an account's groups."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db.models import Count
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from brokerauth.models import Account, Group, Membership, Rule
+from web.views import staff_required
+from web.views.rules import RuleForm, note_policy_change
+
+
+class GroupForm(forms.ModelForm):
+    class Meta:
+        model = Group
+        fields = ["name", "description"]
+        widgets = {"description": forms.Textarea(attrs={"rows": 2})}
+
+
+class MemberForm(forms.Form):
+    username = forms.CharField(max_length=255, label="Add account")
+
+    def __init__(self, *args: Any, group: Group, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.group = group
+
+    def clean_username(self) -> Account:
+        username = self.cleaned_data["username"].strip()
+        account = Account.objects.filter(username=username).first()
+        if account is None:
+            raise forms.ValidationError(f"No account named {username!r}.")
+        if account.memberships.filter(group=self.group).exists():
+            raise forms.ValidationError(f"{username} is already a member.")
+        return account
+
+
+class JoinForm(forms.Form):
+    group = forms.ModelChoiceField(queryset=Group.objects.none(), label="Add to group")
+
+    def __init__(self, *args: Any, account: Account, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["group"]
+        assert isinstance(field, forms.ModelChoiceField)
+        field.queryset = Group.objects.exclude(memberships__account=account)
+
+
+@login_required
+def group_list(request: HttpRequest) -> HttpResponse:
+    groups = Group.objects.annotate(
+        member_count=Count("memberships", distinct=True), rule_count=Count("rules", distinct=True)
+    )
+    return render(request, "web/groups.html", {"groups": groups, "form": GroupForm()})
+
+
+@staff_required
+def group_create(request: HttpRequest) -> HttpResponse:
+    form = GroupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        group = form.save()
+        note_policy_change(request, f"Group {group.name} created.")
+        return redirect("group", pk=group.pk)
+    return render(request, "web/group_form.html", {"form": form, "group": None})
+
+
+def group_page(request: HttpRequest, group: Group, **forms_: forms.Form) -> HttpResponse:
+    context = {
+        "group": group,
+        "rules": Rule.objects.filter(group=group).select_related("group"),
+        "members": group.memberships.select_related("account").order_by("account__username"),
+        "rule_form": RuleForm(),
+        "member_form": MemberForm(group=group),
+        **forms_,
+    }
+    return render(request, "web/group.html", context)
+
+
+@login_required
+def group_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    return group_page(request, get_object_or_404(Group, pk=pk))
+
+
+@staff_required
+def group_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    group = get_object_or_404(Group, pk=pk)
+    form = GroupForm(request.POST or None, instance=group)
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        note_policy_change(request, f"Group {group.name} saved.")
+        return redirect("group", pk=pk)
+    return render(request, "web/group_form.html", {"form": form, "group": group})
+
+
+@staff_required
+def group_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    group = get_object_or_404(Group, pk=pk)
+    if request.method == "POST":
+        group.delete()
+        note_policy_change(request, f"Group {group.name} deleted, with its rules and memberships.")
+        return redirect("groups")
+    thing = (
+        f"the group {group.name}, its {group.rules.count()} rule(s) "
+        f"and its {group.memberships.count()} membership(s)"
+    )
+    context = {"title": "Delete group", "thing": thing, "back": reverse("group", args=[pk])}
+    return render(request, "web/confirm_delete.html", context)
+
+
+@staff_required
+def member_add(request: HttpRequest, pk: int) -> HttpResponse:
+    group = get_object_or_404(Group, pk=pk)
+    form = MemberForm(request.POST or None, group=group)
+    if request.method == "POST" and form.is_valid():
+        account = form.cleaned_data["username"]
+        # get_or_create: a double submit must not trip the unique constraint.
+        Membership.objects.get_or_create(account=account, group=group)
+        note_policy_change(request, f"{account.username} added to group {group.name}.")
+        return redirect("group", pk=pk)
+    return group_page(request, group, member_form=form)
+
+
+def leave(request: HttpRequest, account_pk: int, group_pk: int) -> None:
+    membership = get_object_or_404(
+        Membership.objects.select_related("account", "group"),
+        account_id=account_pk,
+        group_id=group_pk,
+    )
+    membership.delete()
+    text = f"{membership.account.username} removed from group {membership.group.name}."
+    note_policy_change(request, text)
+
+
+@require_POST
+@staff_required
+def member_remove(request: HttpRequest, pk: int, account_pk: int) -> HttpResponse:
+    leave(request, account_pk, pk)
+    return redirect("group", pk=pk)
+
+
+@require_POST
+@staff_required
+def account_join(request: HttpRequest, pk: int) -> HttpResponse:
+    account = get_object_or_404(Account, pk=pk)
+    form = JoinForm(request.POST, account=account)
+    if form.is_valid():
+        group = form.cleaned_data["group"]
+        # get_or_create: a double submit must not trip the unique constraint.
+        Membership.objects.get_or_create(account=account, group=group)
+        note_policy_change(request, f"{account.username} added to group {group.name}.")
+    else:
+        messages.error(request, "Choose a group the account is not in yet.")
+    return redirect("account", pk=pk)
+
+
+@require_POST
+@staff_required
+def account_leave(request: HttpRequest, pk: int, group_pk: int) -> HttpResponse:
+    leave(request, pk, group_pk)
+    return redirect("account", pk=pk)
