@@ -13,7 +13,7 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from brokerauth.models import Account, AuthEvent, Rule
+from brokerauth.models import Account, AuthEvent, Group, Rule
 from monitor.models import MonitorState
 from tests.brokers import Broker
 from tests.test_web_pages import seed_broker_state, seed_client
@@ -150,4 +150,48 @@ def test_pages_fit_a_phone(browser: Any, live_server: Any, operator: Any, device
     shot(page, "clients-phone")
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    context.close()
+
+
+def test_add_a_rule_and_a_member_through_the_ui(
+    page: Any, live_server: Any, device: Account
+) -> None:
+    Group.objects.create(name="writers")
+    page.goto(f"{live_server.url}/accounts/{device.pk}/")
+    page.click("summary:text('Add a rule')")
+    page.fill("#rule_pattern", "a/#/b")
+    page.select_option("#rule_access", "publish")
+    page.click("button:text('Add rule')")
+    page.wait_for_selector("[role=alert]")
+    assert device.rules.count() == 1
+    page.fill("#rule_pattern", "telemetry/%u/+")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("text=POLICY_REFRESH_SECONDS")
+    assert device.rules.filter(pattern="telemetry/%u/+", access=Rule.AccessChoice.PUBLISH).exists()
+    shot(page, "account-rules")
+    page.click("nav >> text=Groups")
+    page.click("a:text('writers')")
+    page.fill("#id_username", "alice")
+    page.click("button:text('Add member')")
+    page.wait_for_selector("text=alice added to group writers")
+    assert device.groups.filter(name="writers").exists()
+    shot(page, "group")
+
+
+def test_rule_pages_fit_a_phone(
+    browser: Any, live_server: Any, operator: Any, sensors: Any
+) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    page = context.new_page()
+    page.goto(live_server.url + "/accounts/login/")
+    page.fill("#id_username", "operator")
+    page.fill("#id_password", "op-pass-1")
+    page.keyboard.press("Enter")
+    page.wait_for_url(live_server.url + "/")
+    account = Account.objects.get(username="alice")
+    for url, name in ((f"/accounts/{account.pk}/", "account"), (f"/groups/{sensors.pk}/", "group")):
+        page.goto(live_server.url + url)
+        page.click("summary:text('Add a rule')")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 400, url
+        shot(page, f"{name}-phone")
     context.close()
