@@ -22,7 +22,6 @@ class RuleForm(forms.ModelForm):
         model = Rule
         fields = ["pattern", "access", "allow", "priority", "description"]
         labels = {"allow": "Effect"}
-        help_texts = {"allow": "Deny beats allow at equal priority."}
         widgets = {"allow": forms.Select(choices=EFFECTS)}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
