@@ -23,9 +23,9 @@ import signal
 import socket
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = str(ROOT / ".venv" / "bin" / "python")
@@ -106,7 +106,7 @@ def start_gunicorn(env: dict[str, str], port: int, workers: int, threads: int) -
 
 def hey(
     url: str, body: str, auth: str, seconds: int, concurrency: int, qps_per_worker: float = 0
-) -> dict[str, float]:
+) -> dict[str, Any]:
     cmd = [
         "hey",
         "-z",
@@ -140,7 +140,7 @@ def hey(
     }  # type: ignore[dict-item]
 
 
-def fmt(name: str, r: dict[str, float]) -> str:
+def fmt(name: str, r: dict[str, Any]) -> str:
     return (
         f"| {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['n']:.0f} "
         f"| {r['codes']} |"
@@ -207,4 +207,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

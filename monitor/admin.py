@@ -47,7 +47,7 @@ class SessionInline(admin.TabularInline):
         "protocol",
         "keepalive",
     ]
-    fields = readonly_fields
+    fields = tuple(readonly_fields)
 
     def get_queryset(self, request):  # type: ignore[no-untyped-def]
         return super().get_queryset(request).order_by("-connected_at")

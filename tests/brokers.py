@@ -174,7 +174,7 @@ class MqttSession:
         username: str | None,
         password: str | None,
         client_id: str,
-        protocol: int = mqtt.MQTTv5,
+        protocol: mqtt.MQTTProtocolVersion = mqtt.MQTTv5,
         ca_file: Path | None = None,
         tls: bool = True,
         reconnect_delay: float = 0.1,

@@ -38,7 +38,8 @@ class ServiceCollector(Collector):
         for topic, number in BrokerStat.objects.filter(number__isnull=False).values_list(
             "topic", "number"
         ):
-            sys.add_metric([topic], number)
+            if number is not None:
+                sys.add_metric([topic], number)
         yield sys
 
     def clients(self) -> Iterator[Metric]:
