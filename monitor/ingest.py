@@ -3,7 +3,8 @@
 `Ingest.handle_message(topic, payload, received_at)` sorts one message: `$SYS/broker/log/...`
 lines become presence events (written at once, in order), other `$SYS` values and telemetry
 readings are collected, and `flush()` writes what was collected in one short transaction:
-readings with `bulk_create`, latest values and client counters with a few set-based statements.
+readings with one executemany (SQLite) or COPY (PostgreSQL); latest values, the per-minute and
+per-hour rollups charts read, and client counters with a few set-based statements.
 The caller acknowledges QoS 1 messages only after `flush()` returned, so a crash before the
 commit leaves them with the broker, which delivers them again.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -21,7 +22,14 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 
 from monitor import presence, syslog, telemetry
-from monitor.models import BrokerStat, BrokerStatSample, Client, MonitorState, Reading
+from monitor.models import (
+    BrokerStat,
+    BrokerStatSample,
+    Client,
+    MonitorState,
+    Reading,
+    ReadingRollup,
+)
 
 log = logging.getLogger("monitor.ingest")
 
@@ -30,6 +38,7 @@ LOG_PREFIX = "$SYS/broker/log/"
 CONNECTED_TOPIC = "$SYS/broker/clients/connected"
 UPTIME_TOPIC = "$SYS/broker/uptime"
 BAD_LOG_LINES_PER_FLUSH = 10
+RESOLUTIONS = (ReadingRollup.Resolution.MINUTE.value, ReadingRollup.Resolution.HOUR.value)
 
 
 def stat_number(value: str) -> float | None:
@@ -166,6 +175,7 @@ class Ingest:
             pks = self.resolve({r[0] for r in batch.readings} | set(batch.bad))
             if batch.readings:
                 self.write_readings(batch, pks)
+                self.write_rollups(batch, pks)
                 self.write_latest(batch, pks)
                 self.write_counters(batch, pks)
             self.write_bad(batch, pks)
@@ -209,6 +219,45 @@ class Ingest:
             else:
                 sql = f"INSERT INTO {table} {columns} VALUES (%s, %s, %s, %s)"
                 cursor.executemany(sql, rows)
+
+    def write_rollups(self, batch: Batch, pks: dict[str, int]) -> None:
+        """Add the batch to its minute and hour rollups: one upsert per (client, metric,
+        resolution, start), in the readings' transaction so the two never disagree."""
+        adapt = connection.ops.adapt_datetimefield_value
+        starts: dict[datetime, tuple[Any, Any]] = {}
+        sums: dict[tuple[int, str, int, Any], list[float]] = {}
+        for client_id, metric, value, at in batch.readings:
+            both = starts.get(at)
+            if both is None:
+                utc = at.astimezone(UTC)
+                minute = adapt(utc.replace(second=0, microsecond=0))
+                both = starts[at] = (minute, adapt(utc.replace(minute=0, second=0, microsecond=0)))
+            pk = pks[client_id]
+            for resolution, start in zip(RESOLUTIONS, both, strict=True):
+                row = sums.get((pk, metric, resolution, start))
+                if row is None:
+                    sums[(pk, metric, resolution, start)] = [1, value, value, value]
+                else:
+                    row[0] += 1
+                    row[1] += value
+                    if value < row[2]:
+                        row[2] = value
+                    if value > row[3]:
+                        row[3] = value
+        table = connection.ops.quote_name(ReadingRollup._meta.db_table)
+        sql = (
+            f"INSERT INTO {table} (client_id, metric, resolution, start, count, total, low, high) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (client_id, resolution, start, metric) DO UPDATE SET "
+            f"count = {table}.count + excluded.count, total = {table}.total + excluded.total, "
+            f"low = CASE WHEN excluded.low < {table}.low THEN excluded.low ELSE {table}.low END, "
+            f"high = CASE WHEN excluded.high > {table}.high THEN excluded.high "
+            f"ELSE {table}.high END"
+        )
+        # Sorted: concurrent monitors (a share group) then lock rows in the same order.
+        params = [(*key, *row) for key, row in sorted(sums.items(), key=rollup_order)]
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, params)
 
     def write_latest(self, batch: Batch, pks: dict[str, int]) -> None:
         latest: dict[tuple[int, str], list[object]] = {}
@@ -268,6 +317,11 @@ class Ingest:
         MonitorState.objects.filter(pk=1).update(
             last_sys_at=max(at for _v, at in batch.stats.values())
         )
+
+
+def rollup_order(item: tuple[tuple[int, str, int, Any], list[float]]) -> tuple[Any, ...]:
+    pk, metric, resolution, start = item[0]
+    return pk, resolution, str(start), metric
 
 
 def merge(old: Batch, new: Batch) -> Batch:

@@ -312,3 +312,82 @@ class Reading(models.Model):
 
     def __str__(self) -> str:
         return f"{self.client_id} {self.metric} = {self.value} at {self.at}"
+
+
+class ReadingRollupQuerySet(models.QuerySet["ReadingRollup"]):
+    def prune(self, resolution: int, before: datetime) -> int:
+        return self.filter(resolution=resolution, start__lt=before)._raw_delete(self.db)
+
+    def rebuild(self) -> int:
+        """Recompute every rollup from the readings (set-based): for data loaded without the
+        monitor, e.g. by `bulk_create`. Returns the number of rollup rows written."""
+        from django.db import connection
+
+        self.all()._raw_delete(self.db)
+        rollup = connection.ops.quote_name(ReadingRollup._meta.db_table)
+        reading = connection.ops.quote_name(Reading._meta.db_table)
+        written = 0
+        with connection.cursor() as cursor:
+            for resolution in ReadingRollup.Resolution.values:
+                start = rollup_start_sql(connection.vendor, resolution)
+                cursor.execute(
+                    f"INSERT INTO {rollup} "
+                    "(client_id, metric, resolution, start, count, total, low, high) "
+                    f"SELECT client_id, metric, {int(resolution)}, {start}, COUNT(*), "
+                    f"SUM(value), MIN(value), MAX(value) FROM {reading} "
+                    f"GROUP BY client_id, metric, {start}"
+                )
+                written += cursor.rowcount
+        return written
+
+
+def rollup_start_sql(vendor: str, resolution: int) -> str:
+    """SQL for the start of the minute or hour of `at`, written as the monitor writes it."""
+    unit = {60: "minute", 3600: "hour"}[resolution]
+    if vendor == "postgresql":
+        return f"date_trunc('{unit}', at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+    # Django's SQLite datetime text; a whole minute is written without fractional seconds.
+    return (
+        "strftime('%Y-%m-%d %H:%M:00', at)"
+        if unit == "minute"
+        else "strftime('%Y-%m-%d %H:00:00', at)"
+    )
+
+
+class ReadingRollup(models.Model):
+    """Count, sum, min and max of one metric of one client over one whole minute or hour.
+
+    The monitor adds to these in the same transaction as the readings, so they always agree;
+    charts of long periods read them instead of every reading.
+    """
+
+    class Resolution(models.IntegerChoices):
+        MINUTE = 60, "minute"
+        HOUR = 3600, "hour"
+
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="rollups")
+    metric = models.CharField(max_length=100)
+    resolution = models.PositiveIntegerField(choices=Resolution.choices, help_text="Seconds.")
+    start = models.DateTimeField()
+    count = models.PositiveBigIntegerField()
+    total = models.FloatField(help_text="Sum of the values.")
+    low = models.FloatField()
+    high = models.FloatField()
+
+    objects = ReadingRollupQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["client", "resolution", "start", "metric"]
+        constraints = [
+            # Also the index of a chart: one client, one resolution, a range of starts.
+            models.UniqueConstraint(
+                fields=["client", "resolution", "start", "metric"], name="one_rollup_per_bucket"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.client_id} {self.metric} {self.start} /{self.resolution}s"
+
+    @property
+    def avg(self) -> float:
+        return self.total / self.count
