@@ -18,6 +18,7 @@ from monitor.models import (
     LatestValue,
     MonitorState,
     Reading,
+    ReadingRollup,
     Session,
 )
 
@@ -59,6 +60,7 @@ def seed_client(client_id: str, username: str = "alice", online: bool = True, re
             rows.append(Reading(client=client, metric=metric, value=base + i % 7, at=at))
         LatestValue.objects.create(client=client, metric=metric, value=base, at=now, count=readings)
     Reading.objects.bulk_create(rows)
+    ReadingRollup.objects.rebuild()  # as the monitor would have written them
     return client
 
 

@@ -1,8 +1,13 @@
 """Telemetry and broker time series for charts: downsampled in the database, smoothed here.
 
 A chart never needs more points than it has pixels, so readings are grouped into at most
-`points` equal time buckets by one GROUP BY query, whatever the number of readings or metrics;
-the moving averages are then computed over those few buckets, weighted by their counts.
+`points` equal time buckets by one GROUP BY query, whatever the number of metrics; the moving
+averages are then computed over those few buckets, weighted by their counts.
+
+Short periods group the raw readings. Longer ones group the monitor's per-minute or per-hour
+rollups (`ReadingRollup`), so that no chart reads more than a few thousand rows per metric
+however often a device publishes: the buckets are then whole numbers of rollups, aligned on
+them, and each bucket's average is its sum over its count, exactly that of its raw readings.
 """
 
 from __future__ import annotations
@@ -12,9 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Avg, Count, F, FloatField, Func, Max, Min, QuerySet, Value
+from django.conf import settings
+from django.db.models import Avg, Count, F, FloatField, Func, Max, Min, QuerySet, Sum, Value
+from django.utils import timezone
 
-from monitor.models import BrokerStatSample, Client, Reading
+from monitor.models import BrokerStatSample, Client, Reading, ReadingRollup
 
 # Chart periods the UI offers, with the windows of the two moving averages drawn over them.
 PERIODS: dict[str, tuple[timedelta, tuple[timedelta, timedelta]]] = {
@@ -26,6 +33,9 @@ PERIODS: dict[str, tuple[timedelta, tuple[timedelta, timedelta]]] = {
 }
 DEFAULT_PERIOD = "24h"
 MAX_POINTS = 2000
+# Minute rollups while a period holds at most this many minutes (24 h does), hours beyond.
+MAX_MINUTE_ROWS = 2000
+MINUTE, HOUR = ReadingRollup.Resolution.MINUTE.value, ReadingRollup.Resolution.HOUR.value
 
 
 class Bucket(Func):
@@ -58,7 +68,7 @@ class Bucket(Func):
 
 @dataclass(frozen=True)
 class Point:
-    at: datetime  # first reading in the bucket
+    at: datetime  # first reading in the bucket (from rollups: start of its first rollup)
     last: datetime
     avg: float
     min: float
@@ -87,6 +97,33 @@ def bucketed(
     )
 
 
+@dataclass(frozen=True)
+class Plan:
+    """Where a chart's buckets come from: raw readings (resolution None) or rollups of
+    `resolution` seconds, with `since` and the bucket `width` whole multiples of it."""
+
+    resolution: int | None
+    since: datetime
+    width: float
+
+
+def plan(since: datetime, until: datetime, points: int) -> Plan:
+    span = (until - since).total_seconds()
+    width = span / max(points, 1)
+    if width < MINUTE:
+        return Plan(None, since, width)
+    resolution = MINUTE
+    beyond_minutes = since < timezone.now() - timedelta(days=settings.TELEMETRY_RETENTION_DAYS)
+    if width >= HOUR or span / MINUTE > MAX_MINUTE_ROWS or beyond_minutes:
+        resolution = HOUR
+    start = since.timestamp() // resolution * resolution
+    return Plan(
+        resolution,
+        datetime.fromtimestamp(start, since.tzinfo),
+        -(-width // resolution) * resolution,
+    )
+
+
 def telemetry(
     client: Client | int,
     since: datetime,
@@ -95,6 +132,45 @@ def telemetry(
     metric: str | None = None,
 ) -> dict[str, list[Point]]:
     """Every metric of one client (or just `metric`), each downsampled: one query."""
+    how = plan(since, until, points)
+    if how.resolution is None:
+        return raw_telemetry(client, since, until, points, metric)
+    qs = ReadingRollup.objects.filter(
+        client=client, resolution=how.resolution, start__gte=how.since, start__lte=until
+    )
+    if metric:
+        qs = qs.filter(metric=metric)
+    # Half a rollup off the boundaries: a rollup's bucket never depends on float rounding.
+    bucket = Bucket(F("start"), Value(how.since.timestamp() - how.resolution / 2), Value(how.width))
+    rows = (
+        qs.annotate(bucket=bucket)
+        .values("metric", "bucket")
+        .annotate(
+            t=Min("start"),
+            t_last=Max("start"),
+            added=Sum("total"),
+            lo=Min("low"),
+            hi=Max("high"),
+            n=Sum("count"),
+        )
+        .order_by("metric", "bucket")
+    )
+    series: dict[str, list[Point]] = defaultdict(list)
+    step = timedelta(seconds=how.resolution)
+    for row in rows:
+        last = min(row["t_last"] + step, until)
+        avg = row["added"] / row["n"]
+        series[row["metric"]].append(Point(row["t"], last, avg, row["lo"], row["hi"], row["n"]))
+    return dict(series)
+
+
+def raw_telemetry(
+    client: Client | int,
+    since: datetime,
+    until: datetime,
+    points: int,
+    metric: str | None = None,
+) -> dict[str, list[Point]]:
     qs = Reading.objects.filter(client=client)
     if metric:
         qs = qs.filter(metric=metric)
