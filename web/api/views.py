@@ -125,7 +125,9 @@ class SessionViewSet(viewsets.ReadOnlyModelViewSet):
 def telemetry(request: Request) -> Response:
     """Readings of one client, per metric, downsampled to at most `points` time buckets
     (each with average, min, max and count). `period` (1h, 6h, 24h, 7d, 30d) or `since`
-    and `until`; the default is the last 24 hours."""
+    and `until`; the default is the last 24 hours. Buckets of a minute or more are read from
+    the monitor's per-minute or per-hour rollups: they are then whole minutes or hours, and a
+    bucket's `at` is the start of its first one."""
     query = s.TelemetryQuerySerializer(data=request.query_params)
     query.is_valid(raise_exception=True)
     q = query.validated_data
