@@ -100,6 +100,23 @@ def operator(db: None, django_user_model: Any) -> Any:
     return django_user_model.objects.create_superuser("operator", "op@example.com", "op-pass-1")
 
 
+@pytest.fixture
+def operator_client(operator: Any) -> Client:
+    """A browser session signed in as the operator (staff: may change things)."""
+    http = Client()
+    http.force_login(operator)
+    return http
+
+
+@pytest.fixture
+def viewer_client(django_user_model: Any) -> Client:
+    """A signed-in user who is not staff: reads, never changes."""
+    user = django_user_model.objects.create_user("viewer", password="viewer-pass-1")
+    http = Client()
+    http.force_login(user)
+    return http
+
+
 @pytest.fixture(scope="session")
 def tls_certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A development CA and broker certificate made by certs/make-certs.sh."""

@@ -65,22 +65,6 @@ def seed_client(client_id: str, username: str = "alice", online: bool = True, re
 
 
 @pytest.fixture
-def operator_client(operator: Any) -> HttpClient:
-    http = HttpClient()
-    http.force_login(operator)
-    return http
-
-
-@pytest.fixture
-def viewer_client(django_user_model: Any) -> HttpClient:
-    """A signed-in user who is not staff: reads, never changes."""
-    user = django_user_model.objects.create_user("viewer", password="viewer-pass-1")
-    http = HttpClient()
-    http.force_login(user)
-    return http
-
-
-@pytest.fixture
 def sensor(device: Account) -> Client:
     return seed_client("sensor-1")
 

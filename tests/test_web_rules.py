@@ -15,21 +15,6 @@ pytestmark = pytest.mark.django_db
 RULE = {"pattern": "telemetry/%u/+", "access": "2", "allow": "True", "priority": "5"}
 
 
-@pytest.fixture
-def operator_client(operator: Any) -> HttpClient:
-    http = HttpClient()
-    http.force_login(operator)
-    return http
-
-
-@pytest.fixture
-def viewer_client(django_user_model: Any) -> HttpClient:
-    user = django_user_model.objects.create_user("viewer", password="viewer-pass-1")
-    http = HttpClient()
-    http.force_login(user)
-    return http
-
-
 def may_publish(username: str, topic: str, client_id: str = "c1") -> bool:
     return decisions.explain(username, client_id, topic, acl.Access.PUBLISH).allowed
 
