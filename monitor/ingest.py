@@ -275,10 +275,10 @@ class Ingest:
                 cursor.executemany(f"INSERT INTO {table} {columns} {values} {merge_sql}", params)
 
     def write_latest(self, batch: Batch, pks: dict[str, int]) -> None:
-        latest: dict[tuple[int, str], list[object]] = {}
+        latest: dict[tuple[int, str], list[Any]] = {}
         for client_id, metric, value, at in batch.readings:
             row = latest.setdefault((pks[client_id], metric), [0, 0.0, at])
-            row[0], row[1], row[2] = int(row[0]) + 1, value, at  # type: ignore[call-overload]
+            row[0], row[1], row[2] = row[0] + 1, value, at
         adapt = connection.ops.adapt_datetimefield_value
         table = connection.ops.quote_name("monitor_latestvalue")
         # Same statement on SQLite and PostgreSQL; adds to the count, keeps the newest value.
