@@ -12,7 +12,8 @@ subscriber on the same filter at QoS 1 (the ceiling: receive and count, nothing 
 JSON object of --metrics numbers, as fast as the broker takes them. Both rates are readings
 per second from the first publish to the moment that side has everything (the subscriber's
 last message; the database holding every reading, counted with COUNT(*)). Zero loss: the
-database must end with exactly messages x metrics readings, every sequence number present.
+database must end with exactly messages x metrics readings, every sequence number present,
+and the per-minute and per-hour rollups must count exactly as many.
 
 The template's `max_queued_messages 10000` would make the broker drop messages for whichever
 subscriber falls 10,000 behind a flat-out stream (the bare one too), so this run raises it to
@@ -145,8 +146,9 @@ def main() -> None:
     from django.conf import settings
     from django.core.management import call_command
     from django.db import connection
+    from django.db.models import Sum
 
-    from monitor.models import Reading
+    from monitor.models import Reading, ReadingRollup
     from monitor.subscriber import Monitor, Options
     from tests.brokers import Broker, make_certs
 
@@ -214,6 +216,9 @@ def main() -> None:
         for proc in procs:
             proc.wait(60)
         seqs = set(Reading.objects.filter(metric="seq").values_list("client_id", "value"))
+        rollups = dict(
+            ReadingRollup.objects.values_list("resolution").annotate(Sum("count")).order_by()
+        )
     finally:
         monitor.stop()
         thread.join(30)
@@ -236,6 +241,7 @@ def main() -> None:
     print(f"  bare subscriber: {ceiling['n']} messages, {ceiling_rate:,.0f} readings/s")
     print(f"  monitor stored:  {stored} readings, {stored_rate:,.0f} readings/s")
     print(f"  lost: {lost}, distinct sequence numbers {len(seqs)} of {total_messages}")
+    print(f"  rollups count (per minute, per hour): {rollups.get(60)}, {rollups.get(3600)}")
     print(f"  ratio stored / ceiling: {stored_rate / ceiling_rate:.2f}")
 
 
