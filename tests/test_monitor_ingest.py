@@ -200,7 +200,7 @@ def test_monitor_account_makes_precise_rules_and_a_private_password_file(
     assert account.check_password(path.read_text().strip())
     assert path.stat().st_mode & 0o777 == 0o600
     patterns = set(Rule.objects.filter(account=account).values_list("pattern", flat=True))
-    assert patterns == {"$SYS/#", "devices/+/telemetry", "devices/+/telemetry/+"}
+    assert patterns == {"$SYS/#", "devices/+/telemetry", "devices/+/telemetry/+", "probe/%c"}
 
     old = path.read_text()
     call_command("monitor_account", "--password-file", str(path), stdout=StringIO())
