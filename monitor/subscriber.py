@@ -20,7 +20,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -268,8 +268,14 @@ class Monitor:
         MonitorState.objects.filter(pk=1).update(heartbeat_at=timezone.now())
 
     def db(self, work: Any) -> Any:
-        close_old_connections()
-        return work()
+        """Database work outside a batch: while the database is away it is logged and skipped
+        (presence turns uncertain, heartbeats pause); telemetry waits in `flush`."""
+        try:
+            close_old_connections()
+            return work()
+        except DatabaseError as exc:
+            log.warning("database unavailable, skipped an update: %s", exc)
+            return None
 
     def shutdown(self) -> None:
         # Finish the current batch, then leave cleanly: the session and its queue stay.

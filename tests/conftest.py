@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import socket
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.conf import settings
 from django.core.servers.basehttp import ThreadedWSGIServer
+from django.db import connection, connections
 from django.test import Client
 from django.test.testcases import LiveServerThread
 
@@ -163,3 +165,33 @@ def mosquitto(live_server: Any, tls_certs: Path, tmp_path: Path) -> Iterator[Bro
     broker.start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture
+def database_outage(live_server: Any) -> Iterator[Callable[[], Any]]:
+    """Make the database unreachable for the live server's request threads, and back.
+
+    Every thread builds its connection from the one settings dict in `connections.settings`:
+    pointing it at a missing SQLite file / a closed PostgreSQL port makes every new connection
+    fail. CONN_MAX_AGE=0, set before the broker opens its keep-alive HTTP connection, makes
+    each request close its connection, so no thread keeps one open across the outage.
+    """
+    shared = connections.settings["default"]
+    assert connection.settings_dict is shared, "threads would not see the outage"
+    real = dict(shared)
+    shared["CONN_MAX_AGE"] = 0
+
+    @contextmanager
+    def outage() -> Iterator[None]:
+        if connection.vendor == "sqlite":
+            shared["NAME"] = "/nonexistent/dir/db.sqlite3"
+        else:
+            shared["PORT"] = "1"
+        try:
+            yield
+        finally:
+            shared.update(real)
+            shared["CONN_MAX_AGE"] = 0
+
+    yield outage
+    shared.update(real)

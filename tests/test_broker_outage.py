@@ -9,13 +9,11 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from django.db import connection, connections
 
 from brokerauth.models import Account
 from tests.brokers import NOT_AUTHORIZED, Broker, MqttSession, free_port, wait_for
@@ -41,36 +39,6 @@ def dropped(session: MqttSession) -> bool:
 
 
 # ------------------------------------------------------------------ database outage
-
-
-@pytest.fixture
-def database_outage(live_server: Any) -> Iterator[Callable[[], Any]]:
-    """Make the database unreachable for the live server's request threads, and back.
-
-    Every thread builds its connection from the one settings dict in `connections.settings`:
-    pointing it at a missing SQLite file / a closed PostgreSQL port makes every new connection
-    fail. CONN_MAX_AGE=0, set before the broker opens its keep-alive HTTP connection, makes
-    each request close its connection, so no thread keeps one open across the outage.
-    """
-    shared = connections.settings["default"]
-    assert connection.settings_dict is shared, "threads would not see the outage"
-    real = dict(shared)
-    shared["CONN_MAX_AGE"] = 0
-
-    @contextmanager
-    def outage() -> Iterator[None]:
-        if connection.vendor == "sqlite":
-            shared["NAME"] = "/nonexistent/dir/db.sqlite3"
-        else:
-            shared["PORT"] = "1"
-        try:
-            yield
-        finally:
-            shared.update(real)
-            shared["CONN_MAX_AGE"] = 0
-
-    yield outage
-    shared.update(real)
 
 
 def ask_login(live_server: Any) -> int:

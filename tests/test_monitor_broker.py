@@ -268,3 +268,29 @@ def test_the_simulator_creates_demo_devices_that_the_monitor_sees(
         5,
         "the devices gone",
     )
+
+
+def test_a_database_outage_under_the_monitor_loses_nothing(
+    mosquitto: Broker,
+    device: Account,
+    start_monitor: Callable[..., RunningMonitor],
+    database_outage: Callable[[], Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    running = start_monitor()
+    session = mosquitto.session("alice", DEVICE_PASSWORD, "alice")
+    session.connect()
+    # The first publish fills the plugin's cache for alice's writes and the monitor's reads,
+    # so the broker keeps routing while Django cannot answer.
+    assert not session.publish("devices/alice/telemetry/seq", "0").is_failure
+    wait_for(lambda: alice_readings() == {0}, 10, "the first reading")
+    n = 200
+    with database_outage():
+        for seq in range(1, n):
+            assert not session.publish("devices/alice/telemetry/seq", str(seq)).is_failure
+        wait_for(lambda: "could not write a batch" in caplog.text, 10, "a failed batch")
+        assert running.thread.is_alive()
+    session.close()
+    wait_for(lambda: len(alice_readings()) == n, 20, f"{n} readings after the outage")
+    assert Reading.objects.filter(client__client_id="alice").count() == n  # none twice
+    assert running.thread.is_alive()

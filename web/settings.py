@@ -17,8 +17,9 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 
 def env(name: str, default: str = "") -> str:
-    """The value of NAME, or of the file named by NAME_FILE, or the default."""
-    if name in os.environ:
+    """The value of NAME, or of the file named by NAME_FILE, or the default (also when
+    NAME is set but empty, as compose and systemd env files leave unset values)."""
+    if os.environ.get(name):
         return os.environ[name]
     path = os.environ.get(f"{name}_FILE")
     if path:

@@ -413,15 +413,45 @@ static char *build_form(CURL *curl, const struct field *f, size_t n)
 	return out;
 }
 
+/* Backend errors are logged at most once a second. With `log_dest topic`, every error line
+ * is itself a message delivered to $SYS/broker/log subscribers, whose ACL check fails too
+ * while the backend is away: without a limit the broker feeds on its own log and starves
+ * every client. */
+__attribute__((format(printf, 1, 2)))
+static void log_backend_error(const char *fmt, ...)
+{
+	static time_t last;
+	static unsigned long suppressed;
+	char line[512];
+	va_list ap;
+	time_t now = time(NULL);
+
+	if(now == last){
+		suppressed++;
+		return;
+	}
+	last = now;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	if(suppressed){
+		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "%s (and %lu more backend errors not logged)",
+				line, suppressed);
+	}else{
+		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "%s", line);
+	}
+	suppressed = 0;
+}
+
 static enum verdict judge(const struct config *c, long status, const struct body_buf *b, const char *what)
 {
 	if(status >= 400 && status < 500) return V_DENY;
 	if(status < 200 || status >= 300){
-		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "%s check: backend answered HTTP %ld", what, status);
+		log_backend_error("%s check: backend answered HTTP %ld", what, status);
 		return V_ERROR;
 	}
 	if(b->overflow){
-		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "%s check: response body too large or out of memory", what);
+		log_backend_error("%s check: response body too large or out of memory", what);
 		return V_ERROR;
 	}
 	switch(c->response){
@@ -434,7 +464,7 @@ static enum verdict judge(const struct config *c, long status, const struct body
 		const cJSON *ok = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "ok") : NULL;
 		enum verdict v = V_ERROR;
 		if(cJSON_IsBool(ok)) v = cJSON_IsTrue(ok) ? V_ALLOW : V_DENY;
-		else mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "%s check: unreadable JSON response (HTTP %ld)", what, status);
+		else log_backend_error("%s check: unreadable JSON response (HTTP %ld)", what, status);
 		cJSON_Delete(root);
 		return v;
 	}
@@ -454,7 +484,7 @@ static enum verdict http_check(struct plugin_state *st, const char *url, const c
 
 	payload = form ? build_form(curl, f, n) : build_json(f, n);
 	if(!payload){
-		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "%s check: out of memory", what);
+		log_backend_error("%s check: out of memory", what);
 		return V_ERROR;
 	}
 	if(form){
@@ -479,7 +509,7 @@ static enum verdict http_check(struct plugin_state *st, const char *url, const c
 	long status = 0;
 	enum verdict v;
 	if(cc != CURLE_OK){
-		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "%s check: request to %s failed: %s",
+		log_backend_error("%s check: request to %s failed: %s",
 				what, url, curl_easy_strerror(cc));
 		v = V_ERROR;
 	}else{
