@@ -17,6 +17,7 @@ urlpatterns = [
     path("accounts/new/", accounts.account_create, name="account-create"),
     path("accounts/explain/", accounts.explain, name="explain"),
     path("accounts/<int:pk>/", accounts.account_detail, name="account"),
+    path("accounts/<int:pk>/edit/", accounts.account_edit, name="account-edit"),
     path("accounts/<int:pk>/active/", accounts.account_set_active, name="account-active"),
     path("accounts/<int:pk>/reset-password/", accounts.account_reset, name="account-reset"),
     path("accounts/<int:pk>/rules/new/", rules.account_rule_create, name="account-rule-create"),

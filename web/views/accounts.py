@@ -15,10 +15,31 @@ from brokerauth.models import Account, AuthEvent, Group, Rule
 from web.passwords import generate_password, reset_password
 from web.views import paginate, query_without_page, staff_required
 from web.views.groups import JoinForm
-from web.views.rules import RuleForm
+from web.views.rules import RuleForm, note_policy_change
 
 
-class AccountForm(forms.ModelForm):
+class SuperuserConfirmationMixin(forms.ModelForm):
+    """Making an account a superuser takes a second, explicit tick: it then passes every ACL
+    check, whatever its rules say. An account that already is one is not asked again."""
+
+    confirm_superuser = forms.BooleanField(
+        required=False, label="I understand this account may then use every topic"
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.is_superuser:
+            del self.fields["confirm_superuser"]
+
+    def clean(self) -> dict[str, Any] | None:
+        data = super().clean() or {}
+        promoted = data.get("is_superuser") and "is_superuser" in self.changed_data
+        if promoted and not data.get("confirm_superuser"):
+            self.add_error("confirm_superuser", "Tick this too, or untick superuser.")
+        return data
+
+
+class AccountForm(SuperuserConfirmationMixin):
     groups = forms.ModelMultipleChoiceField(
         queryset=Group.objects.all(), required=False, widget=forms.CheckboxSelectMultiple
     )
@@ -26,6 +47,13 @@ class AccountForm(forms.ModelForm):
     class Meta:
         model = Account
         fields = ["username", "client_id", "description", "is_superuser"]
+        widgets = {"description": forms.Textarea(attrs={"rows": 2})}
+
+
+class AccountEditForm(SuperuserConfirmationMixin):
+    class Meta:
+        model = Account
+        fields = ["description", "client_id", "is_active", "is_superuser"]
         widgets = {"description": forms.Textarea(attrs={"rows": 2})}
 
 
@@ -63,7 +91,27 @@ def account_create(request: HttpRequest) -> HttpResponse:
         account.groups.set(form.cleaned_data["groups"])
         # Rendered, not redirected: the password exists only in this one response.
         return render(request, "web/password_once.html", {"account": account, "password": password})
-    return render(request, "web/account_form.html", {"form": form})
+    return render(request, "web/account_form.html", {"form": form, "account": None})
+
+
+@staff_required
+def account_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    account = get_object_or_404(Account, pk=pk)
+    form = AccountEditForm(request.POST or None, instance=account)
+    if request.method == "POST" and form.is_valid():
+        changed = [
+            str(form.fields[name].label).lower()
+            for name in form.changed_data
+            if name != "confirm_superuser"
+        ]
+        if changed:
+            form.save()
+            note_policy_change(request, f"Account {account.username} saved: {', '.join(changed)}.")
+        else:
+            # No save: it would bump changed_at and make every process re-read the policy.
+            messages.info(request, "Nothing changed.")
+        return redirect("account", pk=pk)
+    return render(request, "web/account_form.html", {"form": form, "account": account})
 
 
 def account_rules(account: Account) -> tuple[list[Rule], list[Rule]]:
