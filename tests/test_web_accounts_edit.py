@@ -8,7 +8,7 @@ import pytest
 from django.test import Client as HttpClient
 
 from brokerauth import acl, decisions
-from brokerauth.models import Account
+from brokerauth.models import Account, Group
 from tests.conftest import DEVICE_PASSWORD
 
 pytestmark = pytest.mark.django_db
@@ -175,3 +175,37 @@ def test_the_account_page_links_the_edit_form_not_the_admin(
     assert f'href="/accounts/{device.pk}/edit/"' in html
     assert "/admin/" not in html
     assert operator_client.get("/accounts/999/edit/").status_code == 404
+
+
+def test_an_account_in_every_group_is_offered_no_empty_list(
+    operator_client: HttpClient, sensors: Group, device: Account
+) -> None:
+    response = operator_client.get(f"/accounts/{device.pk}/")
+    html = response.content.decode()
+    assert "Member of every group." in html
+    assert "Add to group" not in html and not response.context["joinable"]
+
+
+def test_with_no_group_at_all_the_page_says_so(
+    operator_client: HttpClient, device: Account
+) -> None:
+    html = operator_client.get(f"/accounts/{device.pk}/").content.decode()
+    assert "No group exists yet" in html and "Add to group" not in html
+
+
+def test_the_add_to_group_list_offers_only_other_groups_in_the_same_queries(
+    operator_client: HttpClient,
+    sensors: Group,
+    device: Account,
+    django_assert_num_queries: Any,
+) -> None:
+    for i in range(5):
+        Group.objects.create(name=f"g{i}")
+    # As many queries as when the account is in every group (tests/test_web_rules.py).
+    with django_assert_num_queries(7):
+        response = operator_client.get(f"/accounts/{device.pk}/")
+    html = response.content.decode()
+    assert "Add to group" in html and "Member of every group." not in html
+    for i in range(5):
+        assert f">g{i}</option>" in html
+    assert ">sensors</option>" not in html

@@ -135,8 +135,20 @@ def account_detail(request: HttpRequest, pk: int) -> HttpResponse:
     }
     if request.user.is_staff:
         context["rule_form"] = RuleForm()
-        context["join_form"] = JoinForm(account=account)
+        context["join_form"], context["joinable"] = join_form(account)
     return render(request, "web/account.html", context)
+
+
+def join_form(account: Account) -> tuple[JoinForm, bool]:
+    """The "Add to group" form, and whether it offers any group. Its choices are read here, in
+    the one query the select would have run, so that the page can say "member of every group"
+    instead of offering an empty list."""
+    form = JoinForm(account=account)
+    field = form.fields["group"]
+    assert isinstance(field, forms.ModelChoiceField) and field.queryset is not None
+    groups = list(field.queryset)
+    field.choices = [("", field.empty_label), *((group.pk, str(group)) for group in groups)]
+    return form, bool(groups)
 
 
 @require_POST
