@@ -82,6 +82,7 @@ struct plugin_state {
 	mosquitto_plugin_id_t *id;
 	struct config cfg;
 	CURL *curl;
+	struct curl_slist *headers; /* the same for every call: built once */
 	struct cache login_cache;
 	struct cache acl_cache;
 };
@@ -244,13 +245,13 @@ static int config_load(struct plugin_state *st, struct mosquitto_opt *opts, int 
 struct keybuf {
 	unsigned char *data;
 	size_t len;
-	bool too_long;
+	bool off; /* not cached: the cache is off (TTL 0) or the key is too long */
 };
 
 static void key_add(struct keybuf *k, const void *field, size_t flen)
 {
-	if(k->too_long) return;
-	if(k->len + flen + sizeof(uint32_t) > MAX_CACHE_KEY){ k->too_long = true; return; }
+	if(k->off) return;
+	if(k->len + flen + sizeof(uint32_t) > MAX_CACHE_KEY){ k->off = true; return; }
 	uint32_t l = (uint32_t)flen;
 	memcpy(k->data + k->len, &l, sizeof(l));
 	k->len += sizeof(l);
@@ -303,7 +304,7 @@ static void cache_purge_expired(struct cache *c, time_t now)
 
 static bool cache_get(struct cache *c, const struct keybuf *k, enum verdict *out)
 {
-	if(k->too_long) return false;
+	if(k->off) return false;
 	uint64_t h = fnv1a(k->data, k->len);
 	time_t now = now_s();
 	struct cache_entry **pp = &c->buckets[h % CACHE_BUCKETS];
@@ -321,7 +322,7 @@ static bool cache_get(struct cache *c, const struct keybuf *k, enum verdict *out
 
 static void cache_put(struct cache *c, const struct keybuf *k, enum verdict v, long ttl)
 {
-	if(ttl <= 0 || v == V_ERROR || k->too_long) return;
+	if(ttl <= 0 || v == V_ERROR || k->off) return;
 	time_t now = now_s();
 	if(c->count >= c->max_entries){
 		cache_purge_expired(c, now);
@@ -477,32 +478,17 @@ static enum verdict http_check(struct plugin_state *st, const char *url, const c
 {
 	const struct config *c = &st->cfg;
 	CURL *curl = st->curl;
-	struct curl_slist *headers = NULL;
 	struct body_buf body = {0};
-	char *payload;
 	bool form = c->params == PARAMS_FORM;
+	char *payload = form ? build_form(curl, f, n) : build_json(f, n);
 
-	payload = form ? build_form(curl, f, n) : build_json(f, n);
 	if(!payload){
 		log_backend_error("%s check: out of memory", what);
 		return V_ERROR;
 	}
-	if(form){
-		headers = curl_slist_append(headers, "Content-Type: application/x-www-form-urlencoded");
-		headers = curl_slist_append(headers, "User-Agent: Go-http-client/1.1");
-	}else{
-		headers = curl_slist_append(headers, "Content-Type: application/json");
-		headers = curl_slist_append(headers, USER_AGENT);
-	}
-	/* Without this curl sends "Expect: 100-continue" for large bodies and waits. */
-	headers = curl_slist_append(headers, "Expect:");
-
 	curl_easy_setopt(curl, CURLOPT_URL, url);
-	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
 	curl_easy_setopt(curl, CURLOPT_POSTFIELDS, payload);
 	curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, (long)strlen(payload));
-	/* GET and PUT still carry the body, like go-auth; form mode is always POST. */
-	curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, (!form && strcmp(c->method, "POST")) ? c->method : NULL);
 	curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
 
 	CURLcode cc = curl_easy_perform(curl);
@@ -517,10 +503,8 @@ static enum verdict http_check(struct plugin_state *st, const char *url, const c
 		v = judge(c, status, &body, what);
 	}
 
-	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, NULL);
 	curl_easy_setopt(curl, CURLOPT_POSTFIELDS, NULL);
 	curl_easy_setopt(curl, CURLOPT_WRITEDATA, NULL);
-	curl_slist_free_all(headers);
 	if(form) free(payload); else cJSON_free(payload);
 	free(body.data);
 	return v;
@@ -530,6 +514,21 @@ static int curl_setup(struct plugin_state *st)
 {
 	const struct config *c = &st->cfg;
 	CURL *curl = st->curl;
+	bool form = c->params == PARAMS_FORM;
+	const char *headers[] = {
+		form ? "Content-Type: application/x-www-form-urlencoded" : "Content-Type: application/json",
+		form ? "User-Agent: Go-http-client/1.1" : USER_AGENT,
+		/* Without this curl sends "Expect: 100-continue" for large bodies and waits. */
+		"Expect:",
+	};
+	for(size_t i = 0; i < sizeof(headers) / sizeof(headers[0]); i++){
+		struct curl_slist *l = curl_slist_append(st->headers, headers[i]);
+		if(!l) return MOSQ_ERR_NOMEM;
+		st->headers = l;
+	}
+	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, st->headers);
+	/* GET and PUT still carry the body, like go-auth; form mode is always POST. */
+	if(!form && strcmp(c->method, "POST")) curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, c->method);
 	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(curl, CURLOPT_TIMEOUT, c->timeout);
 	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, c->timeout);
@@ -551,6 +550,18 @@ static int curl_setup(struct plugin_state *st)
 
 /* -------------------------------------------------------------- callbacks */
 
+/* The cached decision for `key`, or the backend's (cached unless it is an error). */
+static enum verdict decide(struct plugin_state *st, struct cache *cache, long ttl,
+		const struct keybuf *key, const char *url, const char *what,
+		const struct field *f, size_t n)
+{
+	enum verdict v;
+	if(cache_get(cache, key, &v)) return v;
+	v = http_check(st, url, what, f, n);
+	cache_put(cache, key, v, ttl);
+	return v;
+}
+
 static int on_basic_auth(int event, void *event_data, void *userdata)
 {
 	struct plugin_state *st = userdata;
@@ -559,35 +570,31 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 	(void)event;
 
 	if(!ed->username || !ed->password){
-		mosquitto_log_printf(MOSQ_LOG_INFO, LOG_PREFIX "refusing client '%.*s' without username or password",
+		mosquitto_log_printf(MOSQ_LOG_DEBUG, LOG_PREFIX "refusing client '%.*s' without username or password",
 				LOG_MAX, clientid ? clientid : "");
 		return MOSQ_ERR_AUTH;
 	}
 
-	/* Keep a digest of the password in the cache, never the plaintext. */
-	unsigned char digest[SHA256_DIGEST_LENGTH];
-	SHA256((const unsigned char *)ed->password, strlen(ed->password), digest);
 	unsigned char kdata[MAX_CACHE_KEY];
-	struct keybuf key = {kdata, 0, false};
-	key_add_str(&key, ed->username);
-	key_add(&key, digest, sizeof(digest));
-	key_add_str(&key, clientid);
-
-	enum verdict v;
-	if(!cache_get(&st->login_cache, &key, &v)){
-		const struct field f[] = {
-			{"username", ed->username, false, 0},
-			{"password", ed->password, false, 0},
-			{"clientid", clientid, false, 0},
-		};
-		v = http_check(st, st->cfg.getuser_url, "user", f, 3);
-		cache_put(&st->login_cache, &key, v, st->cfg.login_ttl);
+	struct keybuf key = {kdata, 0, st->cfg.login_ttl <= 0};
+	if(!key.off){
+		/* Keep a digest of the password in the cache, never the plaintext. */
+		unsigned char digest[SHA256_DIGEST_LENGTH];
+		SHA256((const unsigned char *)ed->password, strlen(ed->password), digest);
+		key_add_str(&key, ed->username);
+		key_add(&key, digest, sizeof(digest));
+		key_add_str(&key, clientid);
 	}
-	switch(v){
+	const struct field f[] = {
+		{"username", ed->username, false, 0},
+		{"password", ed->password, false, 0},
+		{"clientid", clientid, false, 0},
+	};
+	switch(decide(st, &st->login_cache, st->cfg.login_ttl, &key, st->cfg.getuser_url, "user", f, 3)){
 	case V_ALLOW:
 		return MOSQ_ERR_SUCCESS;
 	case V_DENY:
-		mosquitto_log_printf(MOSQ_LOG_INFO, LOG_PREFIX "login denied for user '%.*s' client '%.*s'",
+		mosquitto_log_printf(MOSQ_LOG_DEBUG, LOG_PREFIX "login denied for user '%.*s' client '%.*s'",
 				LOG_MAX, ed->username, LOG_MAX, clientid ? clientid : "");
 		return MOSQ_ERR_AUTH;
 	default:
@@ -598,15 +605,11 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 static enum verdict superuser_check(struct plugin_state *st, const char *username)
 {
 	unsigned char kdata[MAX_CACHE_KEY];
-	struct keybuf key = {kdata, 0, false};
+	struct keybuf key = {kdata, 0, st->cfg.acl_ttl <= 0};
 	key_add(&key, "S", 1);
 	key_add_str(&key, username);
-	enum verdict v;
-	if(cache_get(&st->acl_cache, &key, &v)) return v;
 	const struct field f[] = {{"username", username, false, 0}};
-	v = http_check(st, st->cfg.superuser_url, "superuser", f, 1);
-	cache_put(&st->acl_cache, &key, v, st->cfg.acl_ttl);
-	return v;
+	return decide(st, &st->acl_cache, st->cfg.acl_ttl, &key, st->cfg.superuser_url, "superuser", f, 1);
 }
 
 static int on_acl_check(int event, void *event_data, void *userdata)
@@ -632,26 +635,20 @@ static int on_acl_check(int event, void *event_data, void *userdata)
 	}
 
 	unsigned char kdata[MAX_CACHE_KEY];
-	struct keybuf key = {kdata, 0, false};
+	struct keybuf key = {kdata, 0, st->cfg.acl_ttl <= 0};
 	key_add(&key, "A", 1);
 	key_add_str(&key, username);
 	key_add_str(&key, clientid);
 	key_add_str(&key, topic);
 	uint8_t acc = (uint8_t)ed->access;
 	key_add(&key, &acc, 1);
-
-	enum verdict v;
-	if(!cache_get(&st->acl_cache, &key, &v)){
-		const struct field f[] = {
-			{"username", username, false, 0},
-			{"clientid", clientid, false, 0},
-			{"topic", topic, false, 0},
-			{"acc", NULL, true, ed->access},
-		};
-		v = http_check(st, st->cfg.acl_url, "acl", f, 4);
-		cache_put(&st->acl_cache, &key, v, st->cfg.acl_ttl);
-	}
-	switch(v){
+	const struct field f[] = {
+		{"username", username, false, 0},
+		{"clientid", clientid, false, 0},
+		{"topic", topic, false, 0},
+		{"acc", NULL, true, ed->access},
+	};
+	switch(decide(st, &st->acl_cache, st->cfg.acl_ttl, &key, st->cfg.acl_url, "acl", f, 4)){
 	case V_ALLOW:
 		return MOSQ_ERR_SUCCESS;
 	case V_DENY:
@@ -679,6 +676,7 @@ static void state_free(struct plugin_state *st)
 	cache_clear(&st->acl_cache);
 	config_free(&st->cfg);
 	if(st->curl) curl_easy_cleanup(st->curl);
+	curl_slist_free_all(st->headers);
 	free(st);
 }
 
