@@ -152,12 +152,14 @@ class Ingest:
         if batch.logged_bad > BAD_LOG_LINES_PER_FLUSH:
             log.warning("... and %d more bad payloads", batch.logged_bad - BAD_LOG_LINES_PER_FLUSH)
         try:
-            self.write(batch)
-        except IntegrityError:
-            # A client row deleted under us (the admin): forget cached ids, try once more.
-            self.client_pks.clear()
-            self.write(batch)
+            try:
+                self.write(batch)
+            except IntegrityError:
+                # A client row deleted under us (the admin): forget cached ids, try once more.
+                self.client_pks.clear()
+                self.write(batch)
         except BaseException:
+            # Also when the second try fails: its messages are not acknowledged yet.
             self.batch = merge(batch, self.batch)
             raise
         if self.broker_connected is not None and batch.stats.get(CONNECTED_TOPIC):
@@ -191,7 +193,7 @@ class Ingest:
         if missing:
             for chunk in chunks(missing, 500):
                 Client.objects.bulk_create(
-                    [Client(client_id=c[:255]) for c in chunk], ignore_conflicts=True
+                    [Client(client_id=c) for c in chunk], ignore_conflicts=True
                 )
                 rows = Client.objects.filter(client_id__in=chunk).values_list("client_id", "pk")
                 self.client_pks.update(rows)

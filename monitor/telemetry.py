@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 MAX_METRIC_LENGTH = 100
 MAX_METRICS = 200
+MAX_CLIENT_ID_LENGTH = 255  # Client.client_id's max_length
 
 
 class BadPayload(ValueError):
@@ -70,10 +71,10 @@ def decode(payload: bytes, max_bytes: int) -> object:
 def client_and_metric(topic: str) -> tuple[str, str | None]:
     """`devices/dev-1/telemetry` -> ("dev-1", None); `.../telemetry/temp` -> ("dev-1", "temp")."""
     levels = topic.split("/")
-    if len(levels) == 3 and levels[2] == "telemetry" and levels[1]:
-        return levels[1], None
-    if len(levels) == 4 and levels[2] == "telemetry" and levels[1]:
-        return levels[1], check_metric(levels[3])
+    if len(levels) in (3, 4) and levels[2] == "telemetry" and levels[1]:
+        if len(levels[1]) > MAX_CLIENT_ID_LENGTH:
+            raise BadPayload(f"client id longer than {MAX_CLIENT_ID_LENGTH} characters")
+        return levels[1], check_metric(levels[3]) if len(levels) == 4 else None
     raise BadPayload("topic is not <prefix>/<client id>/telemetry[/<metric>]")
 
 
@@ -95,4 +96,4 @@ def parse(topic: str, payload: bytes, max_bytes: int = 65536) -> Telemetry:
 def client_id_of(topic: str) -> str:
     """Best effort, for counting a bad message against someone."""
     levels = topic.split("/")
-    return levels[1] if len(levels) > 1 else ""
+    return levels[1][:MAX_CLIENT_ID_LENGTH] if len(levels) > 1 else ""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
+from django.db import IntegrityError
 
 from brokerauth.models import Account, Rule
 from monitor import averages, telemetry
@@ -120,6 +121,46 @@ def test_readings_latest_values_and_counts_are_written_in_one_flush(ingest: Inge
     ingest.flush()
     assert LatestValue.objects.get(client=client, metric="temp").value == 22.0  # older: kept
     assert MonitorState.get().readings_stored == 7
+
+
+def test_a_client_id_too_long_to_store_is_a_bad_payload_not_a_stuck_batch(
+    ingest: Ingest,
+) -> None:
+    long_id = "x" * 300
+    ingest.handle_message(f"devices/{long_id}/telemetry/t", b"1", T0)
+    ingest.handle_message("devices/dev-1/telemetry/t", b"2", T0)
+    assert ingest.flush() == 1
+    assert Client.objects.get(client_id=long_id[:255]).bad_message_count == 1
+    assert ingest.pending() == 0
+
+
+@pytest.mark.django_db(transaction=True)  # foreign keys are checked at a real commit
+def test_a_client_deleted_under_the_monitor_is_created_again(ingest: Ingest) -> None:
+    ingest.handle_message("devices/dev-1/telemetry/t", b"1", T0)
+    ingest.flush()
+    Client.objects.filter(client_id="dev-1").delete()  # the admin forgets a device
+    ingest.handle_message("devices/dev-1/telemetry/t", b"2", T0 + timedelta(seconds=1))
+    assert ingest.flush() == 1
+    client = Client.objects.get(client_id="dev-1")
+    assert list(client.readings.values_list("value", flat=True)) == [2.0]
+
+
+def test_a_batch_whose_retry_fails_too_is_kept_for_the_next_flush(
+    ingest: Ingest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ingest.handle_message("devices/dev-1/telemetry/t", b"1", T0)
+    tries: list[object] = []
+
+    def fail(batch: object) -> None:
+        tries.append(batch)
+        raise IntegrityError("the database went away during the retry")
+
+    monkeypatch.setattr(ingest, "write", fail)
+    with pytest.raises(IntegrityError):
+        ingest.flush()
+    assert len(tries) == 2 and ingest.pending() == 1
+    monkeypatch.undo()
+    assert ingest.flush() == 1
 
 
 def test_presence_follows_connect_takeover_and_disconnect_lines(ingest: Ingest) -> None:
