@@ -2,7 +2,7 @@
 
 The monitor process (`manage.py monitor`) writes these tables; the operator UI and the REST API
 read them. Querysets carry the questions the UI asks (`Client.objects.online()`,
-`BrokerStat.objects.latest_values()`, `Reading.objects.series(...)`).
+`BrokerStat.objects.latest_values()`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.db import models
-from django.db.models import Q
 from django.utils import timezone
 
 
@@ -54,13 +53,6 @@ class MonitorState(models.Model):
         state, _ = cls.objects.get_or_create(pk=1)
         return state
 
-    @property
-    def mismatch_count(self) -> int | None:
-        """Broker's count minus ours (positive: clients we don't know are online)."""
-        if self.broker_connected is None:
-            return None
-        return self.broker_connected - self.believed_online
-
     def is_alive(self, now: datetime | None = None, within: float = 30.0) -> bool:
         now = now or timezone.now()
         return self.heartbeat_at is not None and now - self.heartbeat_at < timedelta(seconds=within)
@@ -70,9 +62,6 @@ class BrokerStatQuerySet(models.QuerySet["BrokerStat"]):
     def latest_values(self) -> dict[str, str]:
         """{"$SYS/broker/version": "mosquitto version 2.0.11", ...}."""
         return dict(self.values_list("topic", "value"))
-
-    def last_update(self) -> datetime | None:
-        return self.aggregate(latest=models.Max("updated_at"))["latest"]
 
 
 class BrokerStat(models.Model):
@@ -98,13 +87,6 @@ class BrokerStat(models.Model):
 
 
 class BrokerStatSampleQuerySet(models.QuerySet["BrokerStatSample"]):
-    def series(self, topic: str, since: datetime | None = None) -> BrokerStatSampleQuerySet:
-        """Time series of one numeric $SYS topic, oldest first, for charts."""
-        qs = self.filter(topic=topic)
-        if since is not None:
-            qs = qs.filter(at__gte=since)
-        return qs.order_by("at")
-
     def prune(self, before: datetime) -> int:
         return self.filter(at__lt=before).delete()[0]
 
@@ -141,9 +123,6 @@ class ClientQuerySet(models.QuerySet["Client"]):
     def uncertain(self) -> ClientQuerySet:
         """Last event predates a monitor outage: the online flag may be wrong."""
         return self.filter(uncertain=True)
-
-    def with_problems(self) -> ClientQuerySet:
-        return self.filter(Q(uncertain=True) | Q(bad_message_count__gt=0))
 
 
 class Client(models.Model):
@@ -199,9 +178,6 @@ class Client(models.Model):
             label = "never seen"
         return label + (" (uncertain)" if self.uncertain else "")
 
-    def latest_values(self) -> dict[str, LatestValue]:
-        return {value.metric: value for value in self.latest.all()}
-
 
 class Session(models.Model):
     """One connection of a client: from its connect line to its disconnect line."""
@@ -236,12 +212,6 @@ class Session(models.Model):
 
     def __str__(self) -> str:
         return f"{self.client} from {self.connected_at:%Y-%m-%d %H:%M:%S}"
-
-    @property
-    def duration(self) -> timedelta | None:
-        if self.disconnected_at is None:
-            return None
-        return self.disconnected_at - self.connected_at
 
 
 class LoginRefusal(models.Model):
@@ -278,16 +248,6 @@ class LatestValue(models.Model):
 
 
 class ReadingQuerySet(models.QuerySet["Reading"]):
-    def series(
-        self, client: Client | int, metric: str, since: datetime | None = None
-    ) -> ReadingQuerySet:
-        """Readings of one metric of one client, oldest first (uses the (client, metric, at)
-        index)."""
-        qs = self.filter(client=client, metric=metric)
-        if since is not None:
-            qs = qs.filter(at__gte=since)
-        return qs.order_by("at")
-
     def prune(self, before: datetime) -> int:
         return self.filter(at__lt=before)._raw_delete(self.db)
 

@@ -1,4 +1,4 @@
-"""Telemetry parsing, moving averages, and the plain handlers behind the paho callbacks."""
+"""Telemetry parsing and the plain handlers behind the paho callbacks."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.db import IntegrityError
 
 from brokerauth.models import Account, Rule
-from monitor import averages, telemetry
+from monitor import telemetry
 from monitor.ingest import Ingest
 from monitor.models import BrokerStat, Client, LatestValue, MonitorState, Reading, Session
 
@@ -60,36 +60,6 @@ def test_bad_plain_numbers_are_rejected(payload: bytes) -> None:
         telemetry.parse("devices/dev-1/telemetry/temp", payload)
 
 
-# -- moving averages -----------------------------------------------------------------------
-def test_averages_of_nothing_are_none_never_a_division_error() -> None:
-    assert averages.sma([], 10) is None
-    assert averages.ewma([]) is None
-    assert averages.window_mean([], T0, timedelta(minutes=1)) is None
-    assert averages.summary([], T0) == {
-        "sma": None,
-        "ewma": None,
-        "1m": None,
-        "5m": None,
-        "15m": None,
-    }
-
-
-def test_a_window_of_one_averages_to_its_value_and_zeros_to_zero() -> None:
-    assert averages.sma([3.0], 10) == 3.0
-    assert averages.ewma([3.0]) == 3.0
-    assert averages.sma([0.0, 0.0, 0.0], 2) == 0.0
-    assert averages.ewma([0.0, 0.0]) == 0.0
-    assert averages.sma([1.0], 0) is None
-
-
-def test_sma_ewma_and_time_windows() -> None:
-    readings = [(T0 - timedelta(minutes=m), float(v)) for m, v in [(14, 10), (4, 20), (0.5, 30)]]
-    result = averages.summary(readings, T0, n=2, alpha=0.5)
-    assert result["sma"] == 25.0
-    assert result["ewma"] == 0.5 * 30 + 0.5 * (0.5 * 20 + 0.5 * 10)
-    assert (result["1m"], result["5m"], result["15m"]) == (30.0, 25.0, 20.0)
-
-
 # -- the handlers, straight into the database ----------------------------------------------
 @pytest.fixture
 def ingest(db: None) -> Ingest:
@@ -110,13 +80,10 @@ def test_readings_latest_values_and_counts_are_written_in_one_flush(ingest: Inge
     client = Client.objects.get(client_id="dev-1")
     assert client.message_count == 3
     assert client.bad_message_count == 1 and client.last_bad_message_error
-    latest = client.latest_values()
-    assert (latest["temp"].value, latest["temp"].count) == (22.0, 3)
-    assert list(Reading.objects.series(client, "temp").values_list("value", flat=True)) == [
-        20.0,
-        21.0,
-        22.0,
-    ]
+    latest = client.latest.get(metric="temp")
+    assert (latest.value, latest.count) == (22.0, 3)
+    temps = client.readings.filter(metric="temp").order_by("at").values_list("value", flat=True)
+    assert list(temps) == [20.0, 21.0, 22.0]
     ingest.handle_message("devices/dev-1/telemetry/temp", b"19", T0 - timedelta(hours=1))
     ingest.flush()
     assert LatestValue.objects.get(client=client, metric="temp").value == 22.0  # older: kept
@@ -222,7 +189,7 @@ def test_reconciliation_reports_a_lasting_mismatch_and_marks_outage_clients_unce
         ingest.handle_message("$SYS/broker/clients/connected", b"3", at)
         ingest.flush()
     state = MonitorState.get()
-    assert state.mismatch and state.mismatch_count == 2
+    assert state.mismatch and (state.broker_connected, state.believed_online) == (3, 1)
     presence.mark_uncertain(T0 + timedelta(minutes=1), "monitor")
     assert list(Client.objects.uncertain()) == [Client.objects.get(client_id="dev-1")]
     ingest.handle_message("$SYS/broker/clients/connected", b"1", T0 + timedelta(minutes=2))
