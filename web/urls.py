@@ -5,6 +5,25 @@ from django.urls import include, path
 from web import metrics
 from web.views import accounts, audit, clients, dashboard, groups, rules, status, testservice
 
+account_urls = [
+    path("", accounts.account_detail, name="account"),
+    path("edit/", accounts.account_edit, name="account-edit"),
+    path("active/", accounts.account_set_active, name="account-active"),
+    path("reset-password/", accounts.account_reset, name="account-reset"),
+    path("rules/new/", rules.account_rule_create, name="account-rule-create"),
+    path("groups/", groups.account_join, name="account-join"),
+    path("groups/<int:group_pk>/remove/", groups.account_leave, name="account-leave"),
+]
+
+group_urls = [
+    path("", groups.group_detail, name="group"),
+    path("edit/", groups.group_edit, name="group-edit"),
+    path("delete/", groups.group_delete, name="group-delete"),
+    path("rules/new/", rules.group_rule_create, name="group-rule-create"),
+    path("members/", groups.member_add, name="group-member-add"),
+    path("members/<int:account_pk>/remove/", groups.member_remove, name="group-member-remove"),
+]
+
 urlpatterns = [
     path("", include("brokerauth.urls")),
     path("admin/", admin.site.urls),
@@ -16,29 +35,10 @@ urlpatterns = [
     path("accounts/", accounts.account_list, name="accounts"),
     path("accounts/new/", accounts.account_create, name="account-create"),
     path("accounts/explain/", accounts.explain, name="explain"),
-    path("accounts/<int:pk>/", accounts.account_detail, name="account"),
-    path("accounts/<int:pk>/edit/", accounts.account_edit, name="account-edit"),
-    path("accounts/<int:pk>/active/", accounts.account_set_active, name="account-active"),
-    path("accounts/<int:pk>/reset-password/", accounts.account_reset, name="account-reset"),
-    path("accounts/<int:pk>/rules/new/", rules.account_rule_create, name="account-rule-create"),
-    path("accounts/<int:pk>/groups/", groups.account_join, name="account-join"),
-    path(
-        "accounts/<int:pk>/groups/<int:group_pk>/remove/",
-        groups.account_leave,
-        name="account-leave",
-    ),
+    path("accounts/<int:pk>/", include(account_urls)),
     path("groups/", groups.group_list, name="groups"),
     path("groups/new/", groups.group_create, name="group-create"),
-    path("groups/<int:pk>/", groups.group_detail, name="group"),
-    path("groups/<int:pk>/edit/", groups.group_edit, name="group-edit"),
-    path("groups/<int:pk>/delete/", groups.group_delete, name="group-delete"),
-    path("groups/<int:pk>/rules/new/", rules.group_rule_create, name="group-rule-create"),
-    path("groups/<int:pk>/members/", groups.member_add, name="group-member-add"),
-    path(
-        "groups/<int:pk>/members/<int:account_pk>/remove/",
-        groups.member_remove,
-        name="group-member-remove",
-    ),
+    path("groups/<int:pk>/", include(group_urls)),
     path("rules/<int:pk>/edit/", rules.rule_edit, name="rule-edit"),
     path("rules/<int:pk>/delete/", rules.rule_delete, name="rule-delete"),
     path("audit/", audit.audit, name="audit"),
