@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -130,6 +132,20 @@ def test_setting_and_resetting_a_password(api: APIClient, device: Account) -> No
     assert response.status_code == 200
     device.refresh_from_db()
     assert device.check_password(response.json()["password"])
+
+
+def test_a_new_password_lifts_a_lockout(api: APIClient, device: Account) -> None:
+    url = f"/api/v1/accounts/{device.pk}/"
+    locked = {"failed_logins": 9, "locked_until": timezone.now() + timedelta(hours=1)}
+    for change in (
+        lambda: api.post(url + "set-password/", {"password": "brand-new-pass"}),
+        lambda: api.patch(url, {"password": "another-new-pass"}, format="json"),
+        lambda: api.post(url + "reset-password/"),
+    ):
+        Account.objects.filter(pk=device.pk).update(**locked)
+        assert change().status_code in (200, 204)
+        device.refresh_from_db()
+        assert (device.failed_logins, device.locked_until) == (0, None)
 
 
 def test_a_non_staff_user_reads_but_cannot_write(viewer_api: APIClient, device: Account) -> None:

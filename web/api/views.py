@@ -14,11 +14,10 @@ from rest_framework.response import Response
 from brokerauth import decisions, topics
 from brokerauth.models import Account, AuthEvent, Group, Rule
 from monitor.models import BrokerStat, BrokerStatSample, Client, Session
-from web import roundtrip, series
+from web import passwords, roundtrip, series
 from web.api import filters
 from web.api import serializers as s
 from web.api.permissions import StaffOnly
-from web.passwords import generate_password, reset_password
 
 
 class AccountViewSet(viewsets.ModelViewSet):
@@ -33,11 +32,12 @@ class AccountViewSet(viewsets.ModelViewSet):
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        generated = None if serializer.validated_data.get("password") else generate_password()
-        serializer.save(**({"password": generated} if generated else {}))
+        given = serializer.validated_data.get("password")
+        password = given or passwords.generate_password()
+        serializer.save(password=password)
         data = dict(serializer.data)
-        if generated:
-            data["password"] = generated
+        if not given:
+            data["password"] = password  # generated: this answer is the only place it appears
         return Response(data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=s.PasswordSerializer, responses={204: None})
@@ -46,15 +46,14 @@ class AccountViewSet(viewsets.ModelViewSet):
         account = self.get_object()
         serializer = s.PasswordSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        account.set_password(serializer.validated_data["password"])
-        account.save(update_fields=["password_hash", "changed_at"])
+        passwords.set_password(account, serializer.validated_data["password"])
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(request=None, responses=s.GeneratedPasswordSerializer)
     @action(detail=True, methods=["post"], url_path="reset-password")
     def reset_password(self, request: Request, pk: str | None = None) -> Response:
         account = self.get_object()
-        password = reset_password(account)
+        password = passwords.reset_password(account)
         return Response({"username": account.username, "password": password})
 
 
