@@ -188,9 +188,7 @@ def test_schema_and_docs_are_served_from_local_files(api: APIClient, operator: A
         assert "cdn" not in html.lower()
 
 
-def test_test_service_round_trip_reports_every_step(
-    api: APIClient, settings: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_test_service_round_trip_reports_every_step(api: APIClient, settings: Any) -> None:
     # No broker listens on this port: the MQTT steps fail fast, the others still run.
     settings.MQTT_HOST, settings.MQTT_PORT, settings.TEST_SERVICE_AUTH_URL = "127.0.0.1", 9, ""
     state = MonitorState.get()

@@ -18,14 +18,17 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 from paho.mqtt.enums import CallbackAPIVersion
+
+from monitor.models import MonitorState
 
 
 @dataclass
@@ -34,9 +37,6 @@ class Step:
     ok: bool | None  # None: skipped
     ms: float
     detail: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -111,8 +111,9 @@ def _ms(start: float) -> float:
 
 
 def mqtt_steps(target: Target) -> list[Step]:
+    """The four MQTT steps, as the client id `run_round_trip` chose."""
     steps: list[Step] = []
-    client_id = target.client_id or f"{target.username}-test-{secrets.token_hex(4)}"
+    client_id = target.client_id
     topic = target.topic.format(username=target.username, client_id=client_id)
     payload = f"probe {secrets.token_hex(8)}".encode()
     names = ["TLS connect", "subscribe", "publish probe", "receive probe"]
@@ -218,18 +219,19 @@ def run_round_trip(
     return steps
 
 
+def passed(steps: list[Step]) -> bool:
+    """No step failed (skipped ones do not count against the run)."""
+    return all(step.ok is not False for step in steps)
+
+
 def configured_round_trip() -> list[Step]:
     """The round trip as the service is configured (the monitor's account and broker)."""
-    from django.conf import settings
-
-    from monitor.models import MonitorState
-
     target = Target(
-        host=getattr(settings, "MQTT_HOST", "127.0.0.1"),
-        port=int(getattr(settings, "MQTT_PORT", 8883)),
-        ca_file=str(getattr(settings, "MQTT_CA_FILE", "") or "") or None,
-        username=getattr(settings, "MONITOR_USERNAME", ""),
-        password=getattr(settings, "MONITOR_PASSWORD", ""),
+        host=settings.MQTT_HOST,
+        port=settings.MQTT_PORT,
+        ca_file=settings.MQTT_CA_FILE or None,
+        username=settings.MONITOR_USERNAME,
+        password=settings.MONITOR_PASSWORD,
         topic=settings.TEST_SERVICE_TOPIC,
     )
     return run_round_trip(

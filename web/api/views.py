@@ -181,5 +181,4 @@ class AuditViewSet(viewsets.ReadOnlyModelViewSet):
 def test_service(request: Request) -> Response:
     """Run the live round trip (broker, auth endpoints, database, $SYS freshness)."""
     steps = roundtrip.configured_round_trip()
-    ok = all(step.ok is not False for step in steps)
-    return Response({"ok": ok, "steps": [step.as_dict() for step in steps]})
+    return Response(s.RoundTripSerializer({"ok": roundtrip.passed(steps), "steps": steps}).data)

@@ -18,6 +18,6 @@ def test_service(request: HttpRequest) -> HttpResponse:
 @staff_required
 def run(request: HttpRequest) -> HttpResponse:
     steps = roundtrip.configured_round_trip()
-    context = {"steps": steps, "ok": all(step.ok is not False for step in steps)}
+    context = {"steps": steps, "ok": roundtrip.passed(steps)}
     template = "web/_steps.html" if request.headers.get("HX-Request") else "web/test_service.html"
     return render(request, template, context)
