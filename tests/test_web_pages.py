@@ -324,17 +324,27 @@ def test_status_answers_503_without_a_database(
 
 
 def test_metrics_expose_broker_clients_and_decisions(
-    client: HttpClient, sensor: Client, broker_state: MonitorState
+    client: HttpClient,
+    sensor: Client,
+    broker_state: MonitorState,
+    django_assert_num_queries: Any,
 ) -> None:
     AuthEvent.objects.create(kind="login", username="eve", allowed=False, reason="wrong password")
     AuthEvent.objects.create(kind="login", username="alice", allowed=True, reason="ok")
-    response = client.get("/metrics")
+    earlier = timezone.now() - timedelta(hours=3)
+    AuthEvent.objects.create(kind="acl", username="eve", allowed=False, created_at=earlier)
+    # $SYS values, clients online, decisions of each window, monitor state
+    with django_assert_num_queries(5):
+        response = client.get("/metrics")
     text = response.content.decode()
     assert response.status_code == 200
     assert 'mqtt_broker_sys{topic="$SYS/broker/uptime"} 93784.0' in text
     assert "mqtt_clients_online 1.0" in text
     assert 'mqtt_auth_decisions_1h{kind="login",result="deny"} 1.0' in text
     assert 'mqtt_auth_decisions_1h{kind="login",result="allow"} 1.0' in text
+    assert 'mqtt_auth_decisions_1h{kind="acl"' not in text
+    assert 'mqtt_auth_decisions_24h{kind="acl",result="deny"} 1.0' in text
+    assert 'mqtt_auth_decisions_24h{kind="login",result="deny"} 1.0' in text
     assert "mqtt_monitor_up 1.0" in text
 
 
