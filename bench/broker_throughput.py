@@ -44,6 +44,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: the test harness's broker helpers
+
+from tests.brokers import free_port, make_certs, wait_for  # noqa: E402
+
 PY = str(ROOT / ".venv" / "bin" / "python")
 PLUGIN = ROOT / "mosquitto" / "plugin" / "auth_http.so"
 TEMPLATE = ROOT / "mosquitto" / "mosquitto.conf.template"
@@ -53,23 +57,17 @@ PHASE_TIMEOUT = 300.0  # seconds: no phase may run longer than this
 IDLE_TIMEOUT = 10.0  # seconds without a message: the rest were lost (QoS 0) or stuck
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
+    def listening() -> bool:
         if proc.poll() is not None:
             raise SystemExit(f"{what} exited with {proc.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
+                return True
         except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"{what} did not listen on {port} within {timeout}s")
+            return False
+
+    wait_for(listening, 30, f"{what} on port {port}")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -478,13 +476,7 @@ def main() -> int:
     var = ROOT / "var" / "bench" / "broker"
     shutil.rmtree(var, ignore_errors=True)
     var.mkdir(parents=True)
-    certs = var / "certs"
-    subprocess.run(
-        [str(ROOT / "certs" / "make-certs.sh"), str(certs)],
-        check=True,
-        capture_output=True,
-        env={**os.environ, "CERT_CLIENTS": ""},
-    )
+    certs = make_certs(var / "certs")
     secret = secrets.token_urlsafe(24)
     env = django_env(var, secret)
     fleet = make_fleet(args)
@@ -493,10 +485,8 @@ def main() -> int:
     (var / "acl").write_text(ACL_FILE)
 
     http_port = free_port()
-    gunicorn = [PY, "-m", "gunicorn", "web.wsgi", "-b", f"127.0.0.1:{http_port}"]
-    gunicorn += ["-w", str(args.workers)]
-    if (ROOT / "web" / "gunicorn.conf.py").exists():
-        gunicorn += ["-c", str(ROOT / "web" / "gunicorn.conf.py")]
+    gunicorn = [PY, "-m", "gunicorn", "-c", str(ROOT / "web" / "gunicorn.conf.py")]
+    gunicorn += ["-b", f"127.0.0.1:{http_port}", "-w", str(args.workers)]
     brokers = {
         "files": render_broker("files", var, certs, http_port, secret, 0),
         "cached": render_broker("cached", var, certs, http_port, secret, args.cache_ttl),
