@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,7 @@ def production_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
         "LOG_TO_FILE": "0",
     }
     env.update(overrides)
-    return {key: value for key, value in env.items() if value is not None}
+    return env
 
 
 def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -123,8 +124,11 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
+Gunicorn = tuple[str, Path, Path]  # base URL, tmp_path, log file
+
+
 @pytest.fixture(scope="module")
-def gunicorn(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def gunicorn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gunicorn]:
     """Gunicorn with web/gunicorn.conf.py in production mode, after collectstatic."""
     tmp_path = tmp_path_factory.mktemp("gunicorn")
     port = free_port()
@@ -161,7 +165,7 @@ def gunicorn(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyp
         process.wait(timeout=30)
 
 
-def test_gunicorn_serves_hashed_static_files_through_whitenoise(gunicorn) -> None:  # type: ignore[no-untyped-def]
+def test_gunicorn_serves_hashed_static_files_through_whitenoise(gunicorn: Gunicorn) -> None:
     base, tmp_path, _log = gunicorn
     manifest = json.loads((tmp_path / "static" / "staticfiles.json").read_text())
     hashed = manifest["paths"]["admin/css/base.css"]
@@ -170,7 +174,7 @@ def test_gunicorn_serves_hashed_static_files_through_whitenoise(gunicorn) -> Non
     assert "max-age=315360000" in headers.get("Cache-Control", "")
 
 
-def test_gunicorn_redirects_the_ui_to_https_but_never_the_broker(gunicorn) -> None:  # type: ignore[no-untyped-def]
+def test_gunicorn_redirects_the_ui_to_https_but_never_the_broker(gunicorn: Gunicorn) -> None:
     base, _tmp_path, _log = gunicorn
     status, headers, _ = get(f"{base}/admin/login/")
     assert status == 301 and headers["Location"].startswith("https://")
@@ -179,7 +183,7 @@ def test_gunicorn_redirects_the_ui_to_https_but_never_the_broker(gunicorn) -> No
     assert status not in (301, 302, 307, 308)
 
 
-def test_gunicorn_logs_access_lines_in_djangos_format(gunicorn) -> None:  # type: ignore[no-untyped-def]
+def test_gunicorn_logs_access_lines_in_djangos_format(gunicorn: Gunicorn) -> None:
     base, _tmp_path, log = gunicorn
     get(f"{base}/admin/login/", **{"User-Agent": "probe-agent"})
 
