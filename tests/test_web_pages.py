@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -365,3 +366,22 @@ def _json_script(html: str, element_id: str) -> str:
     start = html.index(f'<script id="{element_id}" type="application/json">')
     start = html.index(">", start) + 1
     return html[start : html.index("</script>", start)]
+
+
+def test_every_described_field_has_its_description_on_the_page(
+    operator_client: HttpClient, sensors: Any
+) -> None:
+    account = Account.objects.get(username="alice")
+    for url in (
+        f"/accounts/{account.pk}/",
+        f"/accounts/{account.pk}/edit/",
+        f"/accounts/{account.pk}/rules/new/",
+        "/accounts/new/",
+        "/accounts/explain/",
+        f"/groups/{sensors.pk}/",
+    ):
+        html = operator_client.get(url).content.decode()
+        described = re.findall(r'aria-describedby="([^"]+)"', html)
+        assert described, url
+        for element_id in described:
+            assert f'id="{element_id}"' in html, (url, element_id)
