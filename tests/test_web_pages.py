@@ -266,10 +266,12 @@ def test_a_non_staff_user_reads_but_cannot_change_accounts(
 
 def test_explain_says_which_rule_decides(operator_client: HttpClient, sensors: Any) -> None:
     query = {"username": "alice", "client_id": "c1", "topic": "commands/c1", "access": "receive"}
-    result = operator_client.get("/accounts/explain/", query).context["result"]
-    assert result["allowed"] and result["rule"].pattern == "commands/%c"
+    response = operator_client.get("/accounts/explain/", query)
+    result = response.context["result"]
+    assert result.allowed and result.rule.pattern == "commands/%c"
+    assert "allowed by rule" in response.content.decode()
     query["topic"] = "commands/other"
-    assert not operator_client.get("/accounts/explain/", query).context["result"]["allowed"]
+    assert not operator_client.get("/accounts/explain/", query).context["result"].allowed
 
 
 def test_explain_shows_a_malformed_topic_as_a_form_error(

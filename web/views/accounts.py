@@ -170,15 +170,14 @@ def account_reset(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "web/password_once.html", {"account": account, "password": password})
 
 
-def explain_decision(form: ExplainForm) -> dict[str, Any] | None:
+def explain_decision(form: ExplainForm) -> acl.Decision | None:
     data = form.cleaned_data
     access = acl.parse_access(data["access"])
     try:
-        decision = decisions.explain(data["username"], data["client_id"], data["topic"], access)
+        return decisions.explain(data["username"], data["client_id"], data["topic"], access)
     except topics.TopicError as exc:
         form.add_error("topic", str(exc))
         return None
-    return {"allowed": decision.allowed, "reason": decision.reason, "rule": decision.rule}
 
 
 @login_required
