@@ -3,8 +3,9 @@
 `Ingest.handle_message(topic, payload, received_at)` sorts one message: `$SYS/broker/log/...`
 lines become presence events (written at once, in order), other `$SYS` values and telemetry
 readings are collected, and `flush()` writes what was collected in one short transaction:
-readings with one executemany (SQLite) or COPY (PostgreSQL); latest values, the per-minute and
-per-hour rollups charts read, and client counters with a few set-based statements.
+readings with one executemany (SQLite) or COPY (PostgreSQL); the per-minute and per-hour
+rollups charts read, latest values and client counters with one statement each over the
+whole batch (executemany, or an unnest upsert for the rollups on PostgreSQL).
 The caller acknowledges QoS 1 messages only after `flush()` returned, so a crash before the
 commit leaves them with the broker, which delivers them again.
 """
@@ -26,6 +27,7 @@ from monitor.models import (
     BrokerStat,
     BrokerStatSample,
     Client,
+    LatestValue,
     MonitorState,
     Reading,
     ReadingRollup,
@@ -282,7 +284,7 @@ class Ingest:
             row = latest.setdefault((pks[client_id], metric), [0, 0.0, at])
             row[0], row[1], row[2] = row[0] + 1, value, at
         adapt = connection.ops.adapt_datetimefield_value
-        table = connection.ops.quote_name("monitor_latestvalue")
+        table = connection.ops.quote_name(LatestValue._meta.db_table)
         # Same statement on SQLite and PostgreSQL; adds to the count, keeps the newest value.
         sql = (
             f"INSERT INTO {table} (client_id, metric, value, at, count) "
@@ -294,19 +296,27 @@ class Ingest:
         )
         params = [
             (pk, metric, value, adapt(at), count)
-            for (pk, metric), (count, value, at) in latest.items()
+            for (pk, metric), (count, value, at) in sorted(latest.items())
         ]
         with connection.cursor() as cursor:
             cursor.executemany(sql, params)
 
     def write_counters(self, batch: Batch, pks: dict[str, int]) -> None:
+        adapt = connection.ops.adapt_datetimefield_value
+        table = connection.ops.quote_name(Client._meta.db_table)
+        sql = (
+            f"UPDATE {table} SET message_count = message_count + %s, "
+            "last_message_at = %s, last_seen = %s WHERE id = %s"
+        )
+        params = []
         for client_id, count in batch.messages.items():
-            at = batch.last_message[client_id]
-            Client.objects.filter(pk=pks[client_id]).update(
-                message_count=F("message_count") + count,
-                last_message_at=at,
-                last_seen=at,
-            )
+            at = adapt(batch.last_message[client_id])
+            params.append((count, at, at, pks[client_id]))
+        # One executemany (pipelined by psycopg): a round trip per client was most of the
+        # flush with many devices. Sorted for the same lock order as the rollups.
+        params.sort(key=lambda row: row[3])
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, params)
 
     def write_bad(self, batch: Batch, pks: dict[str, int]) -> None:
         for client_id, bad in batch.bad.items():
