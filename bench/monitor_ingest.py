@@ -15,9 +15,10 @@ last message; the database holding every reading, counted with COUNT(*)). Zero l
 database must end with exactly messages x metrics readings, every sequence number present,
 and the per-minute and per-hour rollups must count exactly as many.
 
-The template's `max_queued_messages 10000` would make the broker drop messages for whichever
-subscriber falls 10,000 behind a flat-out stream (the bare one too), so this run raises it to
-hold the whole stream: what is measured is each subscriber's drain rate, with nothing dropped.
+The template's queue limits (MQTT_MAX_QUEUED_MESSAGES, 1,000,000, and MQTT_MAX_QUEUED_BYTES,
+256 MiB) hold the default stream, but a larger --messages could make the broker drop for
+whichever subscriber falls that far behind (the bare one too), so this run lifts both: what
+is measured is each subscriber's drain rate, with nothing dropped.
 
 SQLite: a fresh file under var/bench/monitor. PostgreSQL: the database named in the URL gets a
 `_bench` suffix and is dropped and created for the run.
