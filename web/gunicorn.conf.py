@@ -1,12 +1,10 @@
 """Gunicorn settings of the web service, driven by the environment like web/settings.py.
 
-    gunicorn -c web/gunicorn.conf.py web.wsgi
+    gunicorn -c web/gunicorn.conf.py
 
-GUNICORN_BIND (default 127.0.0.1:8000; 0.0.0.0:8000 in a container), WEB_CONCURRENCY
-(workers, default 2 x cores + 1, at most 8), GUNICORN_THREADS (per worker, default 4),
-GUNICORN_TIMEOUT and GUNICORN_GRACEFUL_TIMEOUT (seconds). Gunicorn's error and access logs use
-Django's LOG_FORMAT and go where Django's do: stdout, plus LOG_DIR/service.log unless
-LOG_TO_FILE=0 (containers).
+The variables and their defaults: docs/deploy.md, "Gunicorn settings". Gunicorn's error and
+access logs use Django's LOG_FORMAT and go where Django's do: stdout, plus LOG_DIR/service.log
+unless LOG_TO_FILE=0 (containers).
 """
 
 from __future__ import annotations
