@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F
 
 from monitor import presence, syslog, telemetry
@@ -68,10 +68,10 @@ class Batch:
     bad: dict[str, Bad] = field(default_factory=dict)
     stats: dict[str, tuple[str, datetime]] = field(default_factory=dict)
     samples: list[tuple[str, float, datetime]] = field(default_factory=list)
-    logged_bad: int = 0
+    bad_count: int = 0  # the sum of bad's counts, kept: pending() is asked per message
 
     def __len__(self) -> int:
-        return len(self.readings) + sum(b.count for b in self.bad.values()) + len(self.samples)
+        return len(self.readings) + self.bad_count + len(self.samples)
 
 
 class Ingest:
@@ -126,8 +126,8 @@ class Ingest:
         bad = self.batch.bad.setdefault(client_id, Bad())
         bad.count, bad.at, bad.error = bad.count + 1, received_at, error
         # A flood of bad payloads must not become a flood of log lines.
-        self.batch.logged_bad += 1
-        if self.batch.logged_bad <= BAD_LOG_LINES_PER_FLUSH:
+        self.batch.bad_count += 1
+        if self.batch.bad_count <= BAD_LOG_LINES_PER_FLUSH:
             log.warning("bad payload on %r: %s", topic[:200], error)
 
     def check_restart(self, uptime: float, at: datetime) -> None:
@@ -144,15 +144,15 @@ class Ingest:
     def drop_pending_telemetry(self) -> int:
         """Forget collected telemetry (its messages will be delivered again); keep $SYS."""
         dropped = len(self.batch.readings)
-        self.batch.readings, self.batch.bad = [], {}
+        self.batch.readings, self.batch.bad, self.batch.bad_count = [], {}, 0
         self.batch.messages, self.batch.last_message = Counter(), {}
         return dropped
 
     def flush(self) -> int:
         """Write what was collected; returns the number of readings stored."""
         batch, self.batch = self.batch, Batch()
-        if batch.logged_bad > BAD_LOG_LINES_PER_FLUSH:
-            log.warning("... and %d more bad payloads", batch.logged_bad - BAD_LOG_LINES_PER_FLUSH)
+        if batch.bad_count > BAD_LOG_LINES_PER_FLUSH:
+            log.warning("... and %d more bad payloads", batch.bad_count - BAD_LOG_LINES_PER_FLUSH)
         try:
             try:
                 self.write(batch)
@@ -165,9 +165,14 @@ class Ingest:
             self.batch = merge(batch, self.batch)
             raise
         if self.broker_connected is not None and batch.stats.get(CONNECTED_TOPIC):
-            presence.reconcile(
-                self.broker_connected, batch.stats[CONNECTED_TOPIC][1], self.self_client_id
-            )
+            try:
+                presence.reconcile(
+                    self.broker_connected, batch.stats[CONNECTED_TOPIC][1], self.self_client_id
+                )
+            except DatabaseError as exc:
+                # The batch is committed: raising would keep its messages unacknowledged, and
+                # a reconnect before the next flush would have the broker deliver them again.
+                log.warning("could not compare presence with the broker's count: %s", exc)
         self.stored += len(batch.readings)
         return len(batch.readings)
 
@@ -187,7 +192,7 @@ class Ingest:
             if batch.readings or batch.bad:
                 MonitorState.objects.filter(pk=1).update(
                     readings_stored=F("readings_stored") + len(batch.readings),
-                    bad_payloads=F("bad_payloads") + sum(b.count for b in batch.bad.values()),
+                    bad_payloads=F("bad_payloads") + batch.bad_count,
                 )
 
     def resolve(self, client_ids: set[str]) -> dict[str, int]:
@@ -368,6 +373,7 @@ def merge(old: Batch, new: Batch) -> Batch:
     for client_id, bad in new.bad.items():
         mine = old.bad.setdefault(client_id, Bad())
         mine.count, mine.at, mine.error = mine.count + bad.count, bad.at, bad.error
+    old.bad_count += new.bad_count
     old.stats.update(new.stats)
     old.samples.extend(new.samples)
     return old

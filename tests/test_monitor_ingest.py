@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
-from django.db import IntegrityError, connection
+from django.db import IntegrityError, OperationalError, connection
 
 from brokerauth.models import Account, Rule
-from monitor import telemetry
+from monitor import presence, telemetry
 from monitor.ingest import Ingest
 from monitor.models import BrokerStat, Client, LatestValue, MonitorState, Reading, Session
 
@@ -136,6 +136,7 @@ def test_a_batch_whose_retry_fails_too_is_kept_for_the_next_flush(
     ingest: Ingest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ingest.handle_message("devices/dev-1/telemetry/t", b"1", T0)
+    ingest.handle_message("devices/dev-1/telemetry/t", b"oops", T0)
     tries: list[object] = []
 
     def fail(batch: object) -> None:
@@ -145,9 +146,24 @@ def test_a_batch_whose_retry_fails_too_is_kept_for_the_next_flush(
     monkeypatch.setattr(ingest, "write", fail)
     with pytest.raises(IntegrityError):
         ingest.flush()
-    assert len(tries) == 2 and ingest.pending() == 1
+    assert len(tries) == 2 and ingest.pending() == 2
     monkeypatch.undo()
     assert ingest.flush() == 1
+    assert Client.objects.get(client_id="dev-1").bad_message_count == 1
+    assert MonitorState.get().bad_payloads == 1
+
+
+def test_a_committed_batch_counts_as_written_when_the_presence_check_after_it_fails(
+    ingest: Ingest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fail(*_args: object) -> None:
+        raise OperationalError("the database went away after the commit")
+
+    monkeypatch.setattr(presence, "reconcile", fail)
+    ingest.handle_message("devices/dev-1/telemetry/t", b"1", T0)
+    ingest.handle_message("$SYS/broker/clients/connected", b"2", T0)
+    assert ingest.flush() == 1
+    assert ingest.pending() == 0 and Reading.objects.count() == 1
 
 
 def test_presence_follows_connect_takeover_and_disconnect_lines(ingest: Ingest) -> None:
@@ -202,8 +218,6 @@ def test_sys_values_are_kept_with_a_series_and_a_broker_restart_closes_sessions(
 def test_reconciliation_reports_a_lasting_mismatch_and_marks_outage_clients_uncertain(
     ingest: Ingest,
 ) -> None:
-    from monitor import presence
-
     log_line(ingest, "New client connected from 10.0.0.5:1 as dev-1 (p5, c1, k60, u'alice').", T0)
     for at in (T0, T0 + timedelta(seconds=1)):
         ingest.handle_message("$SYS/broker/clients/connected", b"3", at)
