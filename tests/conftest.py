@@ -168,13 +168,14 @@ def mosquitto(live_server: Any, tls_certs: Path, tmp_path: Path) -> Iterator[Bro
 
 
 @pytest.fixture
-def database_outage(live_server: Any) -> Iterator[Callable[[], Any]]:
-    """Make the database unreachable for the live server's request threads, and back.
+def database_outage(db: None) -> Iterator[Callable[[], Any]]:
+    """Make the database unreachable, for real, for every thread of this process, and back.
 
     Every thread builds its connection from the one settings dict in `connections.settings`:
     pointing it at a missing SQLite file / a closed PostgreSQL port makes every new connection
-    fail. CONN_MAX_AGE=0, set before the broker opens its keep-alive HTTP connection, makes
-    each request close its connection, so no thread keeps one open across the outage.
+    fail. CONN_MAX_AGE=0, set before a broker opens its keep-alive HTTP connection, makes each
+    live-server request close its connection, so no thread keeps one open across the outage;
+    this thread's own connection is closed on the way in and out.
     """
     shared = connections.settings["default"]
     assert connection.settings_dict is shared, "threads would not see the outage"
@@ -187,9 +188,11 @@ def database_outage(live_server: Any) -> Iterator[Callable[[], Any]]:
             shared["NAME"] = "/nonexistent/dir/db.sqlite3"
         else:
             shared["PORT"] = "1"
+        connection.close()
         try:
             yield
         finally:
+            connection.close()
             shared.update(real)
             shared["CONN_MAX_AGE"] = 0
 

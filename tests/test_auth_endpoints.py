@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from django.db import connection
 from django.test import override_settings
 
 from brokerauth.models import Account, AuthEvent, Rule
@@ -169,19 +169,12 @@ def test_endpoints_never_redirect(broker: BrokerClient, device: Account) -> None
     assert response.status_code == 200
 
 
-def test_database_trouble_is_a_503(broker: BrokerClient, device: Account) -> None:
-    real = dict(connection.settings_dict)
-    connection.close()
-    if connection.vendor == "sqlite":
-        connection.settings_dict["NAME"] = "/nonexistent/dir/db.sqlite3"
-    else:
-        connection.settings_dict["PORT"] = "1"
-    try:
+def test_database_trouble_is_a_503(
+    broker: BrokerClient, device: Account, database_outage: Callable[[], Any]
+) -> None:
+    with database_outage():
         login = broker.ask("user", **LOGIN)
         check = broker.ask("acl", **acl("devices/alice/t", 2))
-    finally:
-        connection.close()
-        connection.settings_dict.update(real)
     assert (login.status_code, check.status_code) == (503, 503)
     assert login.json() == {"ok": False, "error": "service unavailable"}
 

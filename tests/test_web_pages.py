@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -312,18 +313,15 @@ def test_status_answers_200_with_a_database(client: HttpClient, db: None) -> Non
     assert response.json()["database"] == "ok"
 
 
+@pytest.mark.django_db(transaction=True)  # the connection is closed and opened again
 def test_status_answers_503_without_a_database(
-    client: HttpClient, db: None, monkeypatch: pytest.MonkeyPatch
+    client: HttpClient, database_outage: Callable[[], Any]
 ) -> None:
-    from django.db import connection
-
-    def broken(*args: Any, **kwargs: Any) -> Any:
-        raise ConnectionError("database is down")
-
-    monkeypatch.setattr(connection, "cursor", broken)
-    response = client.get("/status/")
+    with database_outage():
+        response = client.get("/status/")
     assert response.status_code == 503
     assert response.json() == {"status": "unavailable", "database": "unavailable"}
+    assert client.get("/status/").status_code == 200
 
 
 def test_metrics_expose_broker_clients_and_decisions(
