@@ -23,18 +23,14 @@ import signal
 import socket
 import statistics
 import subprocess
-import time
+import sys
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = str(ROOT / ".venv" / "bin" / "python")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+sys.path.insert(0, str(ROOT))  # run as a script: the test harness's helpers
+from tests.brokers import free_port, wait_for  # noqa: E402
 
 
 def bench_env(var: Path, **extra: str) -> dict[str, str]:
@@ -94,14 +90,16 @@ def start_gunicorn(env: dict[str, str], port: int, workers: int, threads: int) -
         env=env,
         start_new_session=True,
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def listening() -> bool:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc
+                return True
         except OSError:
-            time.sleep(0.1)
-    raise SystemExit("gunicorn did not start")
+            return False
+
+    wait_for(listening, 30, "gunicorn")
+    return proc
 
 
 def hey(

@@ -41,6 +41,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def live_port(live_server: Any) -> int:
+    """The port of pytest-django's live server, which the broker's plugin asks."""
+    return int(live_server.url.rsplit(":", 1)[1])
+
+
+def change_bound(cache_ttl: float = 0, slack: float = 3.0) -> float:
+    """How long a change made in Django may take to reach the broker: each web process's
+    policy refresh plus the plugin's cache TTL, with slack for a loaded machine."""
+    from django.conf import settings
+
+    return float(settings.POLICY_REFRESH_SECONDS) + cache_ttl + slack
+
+
 def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
     """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout

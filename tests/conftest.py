@@ -19,7 +19,7 @@ from django.test.testcases import LiveServerThread
 from brokerauth import passwords
 from brokerauth.models import Account, Group, Rule
 from brokerauth.policy import policy
-from tests.brokers import Broker, make_certs
+from tests.brokers import Broker, live_port, make_certs
 
 DEVICE_PASSWORD = "correct horse battery staple"
 
@@ -155,7 +155,7 @@ def start_mosquitto(tls_certs: Path, tmp_path: Path) -> Iterator[Callable[..., B
 @pytest.fixture
 def mosquitto(live_server: Any, tls_certs: Path, tmp_path: Path) -> Iterator[Broker]:
     """A real Mosquitto on free ports, its plugin asking this test's live Django over HTTP."""
-    auth_port = int(live_server.url.rsplit(":", 1)[1])
+    auth_port = live_port(live_server)
     broker = Broker(
         workdir=tmp_path / "broker",
         certs=tls_certs,

@@ -7,11 +7,17 @@ from itertools import count
 
 import paho.mqtt.client as mqtt
 import pytest
-from django.conf import settings
 from paho.mqtt.reasoncodes import ReasonCode
 
 from brokerauth.models import Account, AuthEvent, Group, Rule
-from tests.brokers import NOT_AUTHORIZED, SUBACK_FAILURE, Broker, MqttSession, wait_for
+from tests.brokers import (
+    NOT_AUTHORIZED,
+    SUBACK_FAILURE,
+    Broker,
+    MqttSession,
+    change_bound,
+    wait_for,
+)
 from tests.conftest import DEVICE_PASSWORD
 
 pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True)]
@@ -27,12 +33,6 @@ Connect = Callable[..., MqttSession]
 def accepted(reason: ReasonCode | None) -> bool:
     """A PUBACK without failure: 0x00, or 0x10 "no matching subscribers" on MQTT 5."""
     return reason is not None and not reason.is_failure
-
-
-def bound() -> float:
-    """How long a change made in Django may take to reach the broker: the web process's
-    policy refresh plus the plugin's cache TTL (0 s in the `mosquitto` fixture), with slack."""
-    return settings.POLICY_REFRESH_SECONDS + 0 + 3.0
 
 
 @pytest.fixture
@@ -125,7 +125,7 @@ def test_group_rules_with_client_id_apply_and_leaving_the_group_revokes_them(
     sensors.memberships.filter(account=device).delete()
     wait_for(
         lambda: alice.subscribe("commands/dev-1").value == NOT_AUTHORIZED,
-        bound(),
+        change_bound(),
         "the group's rights revoked on the broker",
     )
 
@@ -166,11 +166,11 @@ def test_a_new_rule_and_its_removal_reach_the_broker_within_the_bound(
     alice = connect("alice", "alice-1")
     assert alice.publish("shared/news", "x").value == NOT_AUTHORIZED
     rule = Rule.objects.create(account=device, pattern="shared/#", access=Rule.AccessChoice.PUBLISH)
-    wait_for(lambda: accepted(alice.publish("shared/news", "x")), bound(), "the new rule")
+    wait_for(lambda: accepted(alice.publish("shared/news", "x")), change_bound(), "the new rule")
     rule.delete()
     wait_for(
         lambda: alice.publish("shared/news", "x").value == NOT_AUTHORIZED,
-        bound(),
+        change_bound(),
         "the rule's removal",
     )
 
@@ -199,7 +199,7 @@ def test_a_subscriber_whose_receive_right_is_removed_gets_nothing_more(
         control.expect(probe, timeout=5)
         return AuthEvent.objects.filter(username="bob", access=1, allowed=False).exists()
 
-    wait_for(delivery_refused, bound(), "the broker asking Django and being refused")
+    wait_for(delivery_refused, change_bound(), "the broker asking Django and being refused")
     bob_session.drain()
     publisher.publish("news/today", "after")
     control.expect("after", timeout=5)

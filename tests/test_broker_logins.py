@@ -9,10 +9,9 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from django.conf import settings
 
 from brokerauth.models import Account, AuthEvent
-from tests.brokers import NOT_AUTHORIZED, Broker, MqttSession, wait_for
+from tests.brokers import NOT_AUTHORIZED, Broker, MqttSession, change_bound, live_port, wait_for
 from tests.conftest import DEVICE_PASSWORD
 
 pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True)]
@@ -22,11 +21,6 @@ PROTOCOLS = pytest.mark.parametrize(
 )
 # What a change made in Django may take to reach the broker: the web process's policy refresh
 # plus the plugin's decision cache (0 s in the `mosquitto` fixture), and some slack.
-SLACK = 3.0
-
-
-def bound(cache_ttl: float = 0) -> float:
-    return settings.POLICY_REFRESH_SECONDS + cache_ttl + SLACK
 
 
 def login(
@@ -121,14 +115,14 @@ def test_a_changed_password_takes_effect_at_once(mosquitto: Broker, device: Acco
         new.close()
         return new.connected()
 
-    wait_for(refused_old_and_accepted_new, bound(), "the new password on the broker")
+    wait_for(refused_old_and_accepted_new, change_bound(), "the new password on the broker")
 
 
 def test_a_login_is_reused_for_the_cache_ttl_and_a_disabled_account_refused_after_it(
     live_server: Any, start_mosquitto: Callable[..., Broker], device: Account
 ) -> None:
     cache_ttl = 3
-    port = int(live_server.url.rsplit(":", 1)[1])
+    port = live_port(live_server)
     broker = start_mosquitto(auth_port=port, cache_ttl=cache_ttl)
     for _ in range(2):
         session = login(broker, "alice", DEVICE_PASSWORD, "alice-1")
@@ -143,4 +137,4 @@ def test_a_login_is_reused_for_the_cache_ttl_and_a_disabled_account_refused_afte
         session.close()
         return not session.connected()
 
-    wait_for(refused, bound(cache_ttl), "the disabled account refused")
+    wait_for(refused, change_bound(cache_ttl), "the disabled account refused")

@@ -14,7 +14,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from brokerauth.models import Account
-from tests.brokers import NOT_AUTHORIZED, Broker, MqttSession, free_port, wait_for
+from tests.brokers import NOT_AUTHORIZED, Broker, MqttSession, free_port, live_port, wait_for
 from tests.conftest import DEVICE_PASSWORD, basic_auth
 
 pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True)]
@@ -29,10 +29,6 @@ def login(broker: Broker, username: str, client_id: str, **kw: Any) -> MqttSessi
     session.connect(timeout=8)
     session.close()
     return session
-
-
-def port_of(live_server: Any) -> int:
-    return int(live_server.url.rsplit(":", 1)[1])
 
 
 def dropped(session: MqttSession) -> bool:
@@ -90,7 +86,7 @@ def test_a_503_login_answer_drops_the_client_and_is_not_cached(
     device: Account,
     protocol: int,
 ) -> None:
-    broker = start_mosquitto(auth_port=port_of(live_server), cache_ttl=60)
+    broker = start_mosquitto(auth_port=live_port(live_server), cache_ttl=60)
     with database_outage():
         assert dropped(login(broker, "alice", "alice-1", protocol=protocol))
     # The same key as the failed login: a cached error would drop it for a minute.
@@ -104,7 +100,7 @@ def test_a_503_acl_answer_disconnects_the_publisher_without_a_denial(
     start_mosquitto: Callable[..., Broker],
     device: Account,
 ) -> None:
-    broker = start_mosquitto(auth_port=port_of(live_server))
+    broker = start_mosquitto(auth_port=live_port(live_server))
     session = broker.session("alice", DEVICE_PASSWORD, "alice-1")
     session.connect(timeout=5)
     assert session.connected()

@@ -15,7 +15,7 @@ from brokerauth.models import Account
 from monitor.management.commands.monitor_account import ensure_rules
 from monitor.models import Client, LatestValue, MonitorState, Reading
 from monitor.subscriber import Monitor, Options
-from tests.brokers import Broker, wait_for
+from tests.brokers import Broker, live_port, wait_for
 from tests.conftest import DEVICE_PASSWORD
 
 pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True)]
@@ -63,7 +63,7 @@ def mosquitto(live_server: Any, tls_certs: Path, tmp_path: Path) -> Iterator[Bro
     broker = Broker(
         workdir=tmp_path / "broker",
         certs=tls_certs,
-        auth_port=int(live_server.url.rsplit(":", 1)[1]),
+        auth_port=live_port(live_server),
         secret=settings.MQTT_AUTH_SECRET,
         cache_ttl=300,
     )
