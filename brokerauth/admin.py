@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from django import forms
@@ -11,10 +10,6 @@ from django.utils import timezone
 
 from brokerauth import passwords
 from brokerauth.models import Account, AuthEvent, Group, Membership, Rule
-
-
-def generate_password() -> str:
-    return secrets.token_urlsafe(18)
 
 
 class PasswordFields(forms.ModelForm):
@@ -34,7 +29,7 @@ class PasswordFields(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         if data.get("generate"):
-            data["new_password"] = generate_password()
+            data["new_password"] = passwords.generate()
         password = data.get("new_password") or ""
         if len(password.encode()) > passwords.MAX_PASSWORD_BYTES:
             self.add_error("new_password", "Passwords are limited to 72 bytes (bcrypt).")

@@ -69,7 +69,19 @@ class Account(models.Model):
         return self.username
 
     def set_password(self, raw: str) -> None:
+        """A new password (not saved); it also lifts a lockout earned by the old one."""
         self.password_hash = passwords.make_hash(raw)
+        self.failed_logins, self.locked_until = 0, None
+
+    def change_password(self, raw: str) -> None:
+        self.set_password(raw)
+        self.save(update_fields=["password_hash", "failed_logins", "locked_until", "changed_at"])
+
+    def reset_password(self) -> str:
+        """Set a generated password and return it, to be shown once."""
+        password = passwords.generate()
+        self.change_password(password)
+        return password
 
     def check_password(self, raw: str) -> bool:
         return passwords.verify(raw, self.password_hash)

@@ -30,6 +30,11 @@ class PasswordTooLong(ValueError):
     pass
 
 
+def generate() -> str:
+    """A password for a new or reset account: 144 random bits, shown once."""
+    return secrets.token_urlsafe(18)
+
+
 def make_hash(raw: str) -> str:
     data = raw.encode()
     if len(data) > MAX_PASSWORD_BYTES:

@@ -84,3 +84,14 @@ def test_repeated_failures_lock_the_account_with_backoff(device: Account) -> Non
         device.refresh_from_db()
         assert (device.failed_logins, device.locked_until) == (0, None)
         assert device.last_login_at == timezone.now()
+
+
+def test_a_new_password_lifts_the_lockout(device: Account) -> None:
+    with override_settings(LOGIN_LOCKOUT_THRESHOLD=1):
+        decisions.check_login("alice", "wrong", "c")
+    device.refresh_from_db()
+    assert device.is_locked(timezone.now())
+    password = device.reset_password()
+    device.refresh_from_db()
+    assert (device.failed_logins, device.locked_until) == (0, None)
+    assert decisions.check_login("alice", password, "c").allowed

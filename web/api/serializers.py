@@ -9,7 +9,7 @@ from rest_framework import serializers
 from brokerauth import acl, topics
 from brokerauth.models import Account, AuthEvent, Group, Rule
 from monitor.models import BrokerStat, BrokerStatSample, Client, LatestValue, Session
-from web import passwords, series
+from web import series
 
 ACCESS_NAMES = {int(choice.value): choice.label for choice in Rule.AccessChoice}
 
@@ -55,7 +55,7 @@ class AccountSerializer(serializers.ModelSerializer):
     def update(self, instance: Account, validated_data: dict[str, Any]) -> Account:
         password = validated_data.pop("password", None)
         if password:
-            passwords.set_password(instance, password)
+            instance.change_password(password)
         return super().update(instance, validated_data)
 
 

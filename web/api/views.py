@@ -11,10 +11,10 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from brokerauth import decisions, topics
+from brokerauth import decisions, passwords, topics
 from brokerauth.models import Account, AuthEvent, Group, Rule
 from monitor.models import BrokerStat, BrokerStatSample, Client, Session
-from web import passwords, roundtrip, series
+from web import roundtrip, series
 from web.api import filters
 from web.api import serializers as s
 from web.api.permissions import StaffOnly
@@ -33,7 +33,7 @@ class AccountViewSet(viewsets.ModelViewSet):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         given = serializer.validated_data.get("password")
-        password = given or passwords.generate_password()
+        password = given or passwords.generate()
         serializer.save(password=password)
         data = dict(serializer.data)
         if not given:
@@ -46,14 +46,14 @@ class AccountViewSet(viewsets.ModelViewSet):
         account = self.get_object()
         serializer = s.PasswordSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        passwords.set_password(account, serializer.validated_data["password"])
+        account.change_password(serializer.validated_data["password"])
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(request=None, responses=s.GeneratedPasswordSerializer)
     @action(detail=True, methods=["post"], url_path="reset-password")
     def reset_password(self, request: Request, pk: str | None = None) -> Response:
         account = self.get_object()
-        password = passwords.reset_password(account)
+        password = account.reset_password()
         return Response({"username": account.username, "password": password})
 
 

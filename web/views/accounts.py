@@ -10,9 +10,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from brokerauth import acl, decisions, topics
+from brokerauth import acl, decisions, passwords, topics
 from brokerauth.models import Account, AuthEvent, Group, Rule
-from web.passwords import generate_password, reset_password
 from web.views import paginate, query_without_page, staff_required
 from web.views.groups import JoinForm
 from web.views.rules import RuleForm, note_policy_change
@@ -84,7 +83,7 @@ def account_list(request: HttpRequest) -> HttpResponse:
 def account_create(request: HttpRequest) -> HttpResponse:
     form = AccountForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        password = generate_password()
+        password = passwords.generate()
         account = form.save(commit=False)
         account.set_password(password)
         account.save()
@@ -166,7 +165,7 @@ def account_set_active(request: HttpRequest, pk: int) -> HttpResponse:
 @staff_required
 def account_reset(request: HttpRequest, pk: int) -> HttpResponse:
     account = get_object_or_404(Account, pk=pk)
-    password = reset_password(account)
+    password = account.reset_password()
     return render(request, "web/password_once.html", {"account": account, "password": password})
 
 
