@@ -52,8 +52,9 @@ def dev_secret(name: str) -> str:
     """A secret generated once and kept under var/ (development mode only)."""
     path = VAR_DIR / name
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(48))
-        path.chmod(0o600)
+        # Created 0600, never readable by others even for a moment.
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            f.write(secrets.token_urlsafe(48))
     return path.read_text().strip()
 
 
