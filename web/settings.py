@@ -51,9 +51,13 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 def dev_secret(name: str) -> str:
     """A secret generated once and kept under var/ (development mode only)."""
     path = VAR_DIR / name
-    if not path.exists():
-        # Created 0600, never readable by others even for a moment.
-        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+    # Created 0600, never readable by others even for a moment; O_EXCL: one process wins.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(48))
     return path.read_text().strip()
 
