@@ -46,7 +46,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: the test harness's broker helpers
 
-from tests.brokers import free_port, make_certs, wait_for  # noqa: E402
+from tests.brokers import current_user, free_port, make_certs, wait_for  # noqa: E402
 
 PY = str(ROOT / ".venv" / "bin" / "python")
 PLUGIN = ROOT / "mosquitto" / "plugin" / "auth_http.so"
@@ -206,7 +206,7 @@ def render_broker(
         "PID_FILE": workdir / "mosquitto.pid",
         "CACHE_LOGIN_TTL": cache_ttl,
         "CACHE_ACL_TTL": cache_ttl,
-        "MQTT_RUN_AS_USER": "root" if os.geteuid() == 0 else os.environ.get("USER", "nobody"),
+        "MQTT_RUN_AS_USER": current_user(),
     }
     conf = workdir / "mosquitto.conf"
     subprocess.run(

@@ -7,7 +7,10 @@
 #                                         expires within 30 days or is missing
 #
 # Environment: CERT_HOSTNAME="broker.example,10.0.0.5" extra server names,
-#              CERT_CLIENTS="dev-1 dev-2" client certificates to make.
+#              CERT_CLIENTS="dev-1 dev-2" client certificates to make,
+#              CERT_KEY_GROUP=mosquitto   group that may read server.key (the broker's
+#                                         group: Mosquitto 2.0 started as root drops to
+#                                         its user before it reads the TLS files).
 set -euo pipefail
 umask 077
 
@@ -142,6 +145,14 @@ extendedKeyUsage=clientAuth
 EOF
     sign "client-$name" "/CN=$name" "$ext"
 done
+
+# After the renewals, every run: the key may be older than this setting.
+if [[ -n "${CERT_KEY_GROUP:-}" ]]; then
+    chgrp "$CERT_KEY_GROUP" "$outdir" "$outdir/server.key"
+    chmod 0750 "$outdir"
+    chmod 0640 "$outdir/server.key"
+    echo "server.key: readable by group $CERT_KEY_GROUP"
+fi
 
 echo "certificates in $outdir:"
 report "$outdir/ca.crt"

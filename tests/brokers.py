@@ -66,14 +66,19 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "c
         time.sleep(0.02)
 
 
-def make_certs(outdir: Path) -> Path:
+def make_certs(outdir: Path, key_group: str = "") -> Path:
     subprocess.run(
         [str(ROOT / "certs" / "make-certs.sh"), str(outdir)],
         check=True,
         capture_output=True,
-        env={**os.environ, "CERT_CLIENTS": ""},
+        env={**os.environ, "CERT_CLIENTS": "", "CERT_KEY_GROUP": key_group},
     )
     return outdir
+
+
+def current_user() -> str:
+    """The broker's `user` that keeps it as the user running the tests."""
+    return "root" if os.geteuid() == 0 else os.environ.get("USER", "nobody")
 
 
 @dataclass
@@ -86,6 +91,9 @@ class Broker:
     sys_interval: int = 1
     cache_ttl: int = 0
     http_timeout: int = 5
+    # Started as root, Mosquitto drops to this user before it opens anything but its config.
+    user: str = field(default_factory=current_user)
+    plugin: Path = PLUGIN
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -104,7 +112,7 @@ class Broker:
             "TLS_CA_FILE": self.ca_file,
             "TLS_CERT_FILE": self.certs / "server.crt",
             "TLS_KEY_FILE": self.certs / "server.key",
-            "AUTH_PLUGIN": PLUGIN,
+            "AUTH_PLUGIN": self.plugin,
             "AUTH_HTTP_PORT": self.auth_port,
             "AUTH_HTTP_TIMEOUT": self.http_timeout,
             "MQTT_AUTH_SECRET": self.secret,
@@ -114,7 +122,7 @@ class Broker:
             "SYS_INTERVAL": self.sys_interval,
             "CACHE_LOGIN_TTL": self.cache_ttl,
             "CACHE_ACL_TTL": self.cache_ttl,
-            "MQTT_RUN_AS_USER": "root" if os.geteuid() == 0 else os.environ.get("USER", "nobody"),
+            "MQTT_RUN_AS_USER": self.user,
         }
         sets = [f"--set={key}={value}" for key, value in values.items()]
         subprocess.run(
