@@ -8,9 +8,14 @@ the broker config is rendered from the project's own template.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import runpy
+import subprocess
+import sys
 import tomllib
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +23,8 @@ import pytest
 import yaml
 from django.conf import settings
 from django.core.management import get_commands
+
+from tests.brokers import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "compose.yml").read_text())
@@ -326,6 +333,69 @@ def test_gunicorn_log_format_is_djangos() -> None:
     config = runpy.run_path(str(ROOT / "web" / "gunicorn.conf.py"))
     assert config["LOG_FORMAT"] == settings.LOG_FORMAT
     assert config["logconfig_dict"]["formatters"]["plain"]["format"] == settings.LOG_FORMAT
+
+
+def answered(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=5).close()
+    except urllib.error.HTTPError:
+        pass  # any answer logs an access line
+    except OSError:
+        return False
+    return True
+
+
+def access_lines(tmp_path: Path, **env: str) -> tuple[str, str]:
+    """Run Gunicorn with web/gunicorn.conf.py, ask /status/ and /mqtt/auth/user; return its
+    console output and LOG_DIR/service.log ("" without a file)."""
+    port = free_port()
+    env = {
+        "PATH": os.environ["PATH"],
+        "DEV_MODE": "1",
+        "VAR_DIR": str(tmp_path / "var"),
+        "LOG_DIR": str(tmp_path / "log"),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "WEB_CONCURRENCY": "1",
+        **env,
+    }
+    console, log = tmp_path / "console.txt", tmp_path / "log" / "service.log"
+
+    def logged() -> str:
+        return console.read_text() + (log.read_text() if log.exists() else "")
+
+    with console.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "web/gunicorn.conf.py"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(lambda: answered(f"http://127.0.0.1:{port}/status/"), 30, "gunicorn")
+        assert answered(f"http://127.0.0.1:{port}/mqtt/auth/user")
+        # Both handlers see a record in one call, the console first (settings.LOGGING).
+        wait_for(lambda: '"GET /mqtt/auth/user' in logged(), 10, "the broker call's line")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    return console.read_text(), log.read_text() if log.exists() else ""
+
+
+@pytest.mark.parametrize(
+    ("env", "on_console"),
+    [({}, False), ({"LOG_LEVEL": "DEBUG"}, True), ({"LOG_TO_FILE": "0"}, True)],
+    ids=["file", "debug", "no-file"],
+)
+def test_gunicorn_keeps_broker_calls_off_the_console_when_a_file_has_them(
+    tmp_path: Path, env: dict[str, str], on_console: bool
+) -> None:
+    console, log = access_lines(tmp_path, **env)
+
+    assert ('"GET /mqtt/auth/user' in console) is on_console
+    if env.get("LOG_TO_FILE") != "0":
+        assert '"GET /mqtt/auth/user' in log and '"GET /status/' in log
 
 
 # --- Ansible ------------------------------------------------------------------------------

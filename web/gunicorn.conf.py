@@ -9,9 +9,12 @@ unless LOG_TO_FILE=0 (containers).
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 # Same string as LOG_FORMAT in web/settings.py (tests/test_deploy.py keeps them equal). Not
 # imported: loading the settings here would need SECRET_KEY in the master before the app loads.
@@ -57,6 +60,26 @@ proc_name = "mqtt-service-web"
 # Access lines as "<ip> <method path proto> <status> <bytes> <ms> <agent>"; asctime, level and
 # pid come from LOG_FORMAT. The user agent tells the broker's calls (mosquitto-2.0.x) apart.
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s" fwd=%({x-forwarded-for}i)s'
+
+
+def _not_a_broker_call(record: logging.LogRecord) -> bool:
+    path = record.args.get("U", "") if isinstance(record.args, Mapping) else ""
+    return record.name != "gunicorn.access" or not str(path).startswith("/mqtt/auth/")
+
+
+def post_worker_init(worker: Any) -> None:
+    """Keep the access lines of /mqtt/auth/ (one per broker login and ACL check: 96 % of a
+    local run's console) off the console when a log file keeps them, unless LOG_LEVEL=DEBUG.
+    Without a file (containers) the console is the only log and they stay."""
+    # Here, after the app loaded: Django's LOGGING has replaced the handlers set up below.
+    root = logging.getLogger()
+    files = [handler for handler in root.handlers if hasattr(handler, "baseFilename")]
+    if files and root.getEffectiveLevel() > logging.DEBUG:
+        for handler in root.handlers:
+            if handler not in files:
+                handler.addFilter(_not_a_broker_call)
+
+
 _log_level = _env("LOG_LEVEL", "INFO").upper()
 _log_to_file = _env_bool("LOG_TO_FILE", True)
 _log_dir = Path(_env("LOG_DIR", str(Path(_env("VAR_DIR", str(BASE_DIR / "var"))) / "log")))
