@@ -178,10 +178,10 @@ def test_broker_mounts_what_its_config_names() -> None:
     image, tag = broker["image"].split(":")
     assert image == "iegomez/mosquitto-go-auth" and tag.endswith("-mosquitto_2.0.18")
     assert "latest" not in tag
-    mounts = {target for _source, target in volumes("broker")}
+    mounts = {target for _source, target in volumes("broker")} | set(broker["tmpfs"])
     rendered = (ROOT / "mosquitto" / "go-auth.conf.template").read_text()
     for path in re.findall(r"^(?:cafile|certfile|keyfile) (\S+)$", rendered, re.M):
-        assert path in mounts, path
+        assert any(path.startswith(m.rstrip("/") + "/") for m in mounts), path
     for directive in ("pid_file", "persistence_location", "log_dest file"):
         path = re.search(rf"^{directive} (\S+)$", rendered, re.M).group(1)  # type: ignore[union-attr]
         assert any(path.startswith(m.rstrip("/") + "/") for m in mounts), path
@@ -192,6 +192,26 @@ def test_broker_mounts_what_its_config_names() -> None:
     listener = re.search(r"^listener (\S+)", rendered, re.M).group(1)  # type: ignore[union-attr]
     assert listener == "${MQTT_PORT}" and environment("broker-config")["MQTT_PORT"] == "8883"
     assert broker["ports"] == ["${MQTT_PUBLIC_PORT:-8883}:8883"]
+
+
+def test_broker_gets_its_tls_files_as_its_dropped_user_can_read_them() -> None:
+    """Mosquitto drops to "mosquitto" before it opens them; the host's 0600 root key,
+    mounted as it is, would stop it: each is copied to the tmpfs its config names."""
+    broker = SERVICES["broker"]
+    rendered = (ROOT / "mosquitto" / "go-auth.conf.template").read_text()
+    named = re.findall(r"^(?:cafile|certfile|keyfile) (\S+)$", rendered, re.M)
+    assert {str(Path(path).parent) for path in named} == {"/mosquitto/certs"}
+    assert broker["tmpfs"] == ["/mosquitto/certs"]
+    script = " ".join(command("broker"))
+    steps = script.split("&&")
+    assert steps[-1].strip().startswith("exec /usr/sbin/mosquitto")
+    mounted = {Path(target).name: target for source, target in volumes("broker")}
+    for path in named:
+        source = mounted[Path(path).name]
+        assert source.startswith("/mosquitto/tls/")
+        assert source in script.split("exec")[0], f"{source} is never copied"
+    key = next(step for step in steps if "server.key" in step)
+    assert "-g mosquitto -m 0640" in key and "/mosquitto/certs/" in key
 
 
 def test_broker_reaches_web_on_its_port_and_is_allowed_in() -> None:
@@ -440,3 +460,26 @@ def test_ansible_units_run_the_same_commands_as_compose() -> None:
         env_names - settings_variables() - gunicorn_variables() - {"DJANGO_SETTINGS_MODULE"}
         == set()
     )
+
+
+def test_ansible_broker_hosts_get_the_headers_bin_setup_builds_the_plugin_with() -> None:
+    setup = (ROOT / "bin" / "setup").read_text()
+    block = re.search(r"^APT_PACKAGES=\(([^)]*)\)", setup, re.M)
+    assert block, "bin/setup's APT_PACKAGES"
+    headers = {name for name in block.group(1).split() if name.endswith("-dev")}
+    assert {"mosquitto-dev", "libmosquitto-dev", "libssl-dev"} <= headers
+    defaults = yaml.safe_load((ANSIBLE / "roles/mosquitto/defaults/main.yml").read_text())
+    assert headers <= set(defaults["mosquitto_packages"])
+
+
+def test_ansible_web_hosts_install_the_ui_packages_before_collectstatic() -> None:
+    """The release is `git archive HEAD`, without the git-ignored web/static/vendor/."""
+    assert "web/static/vendor/" in (ROOT / ".gitignore").read_text()
+    tasks = yaml.safe_load((ANSIBLE / "roles/app/tasks/main.yml").read_text())
+    names = [task["name"] for task in tasks]
+    frontend = next(t for t in tasks if t.get("ansible.builtin.import_tasks") == "frontend.yml")
+    assert names.index(frontend["name"]) < names.index("Static files")
+    script = (ANSIBLE / "roles/app/tasks/frontend.yml").read_text()
+    assert "npm ci" in script and "npm run -s vendor" in script
+    packages = next(task for task in tasks if task["name"] == "Packages")
+    assert {"nodejs", "npm"} <= set(packages["ansible.builtin.apt"]["name"])
