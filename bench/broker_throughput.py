@@ -130,15 +130,16 @@ pattern write bench/data/%u
 SEED = """
 import sys
 from brokerauth import passwords
+from brokerauth.acl import Access
 from brokerauth.models import Account, Group, Rule
 names = sys.stdin.read().split()
 hashed = passwords.make_hash({password!r})  # one bcrypt (cost 12) hash, shared by the fleet
 Account.objects.bulk_create([Account(username=n, password_hash=hashed) for n in names])
 sub = Account.objects.get(username="bench-sub")
-Rule.objects.create(account=sub, pattern="bench/#", access=Rule.AccessChoice.SUBSCRIBE)
-Rule.objects.create(account=sub, pattern="bench/#", access=Rule.AccessChoice.RECEIVE)
+Rule.objects.create(account=sub, pattern="bench/#", access=Access.SUBSCRIBE)
+Rule.objects.create(account=sub, pattern="bench/#", access=Access.RECEIVE)
 fleet = Group.objects.create(name="fleet")
-Rule.objects.create(group=fleet, pattern="bench/data/%u", access=Rule.AccessChoice.PUBLISH)
+Rule.objects.create(group=fleet, pattern="bench/data/%u", access=Access.PUBLISH)
 for account in Account.objects.exclude(username="bench-sub"):
     fleet.memberships.create(account=account)
 """

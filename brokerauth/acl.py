@@ -19,21 +19,31 @@ from brokerauth import topics
 
 
 class Access(IntFlag):
-    """go-auth's `acc` values; a rule's access is a combination of them."""
+    """go-auth's `acc` values; a rule's access is a combination of them.
+
+    The one vocabulary of access: the rules' choices (`RULE_ACCESSES`), the names people type
+    (`ACCESS_BY_NAME`: the API, the explain form, `manage.py explain`) and the labels shown.
+    """
 
     RECEIVE = 1
     PUBLISH = 2
     SUBSCRIBE = 4
     ALL = 7
 
+    @property
+    def label(self) -> str:
+        return str(self.name).lower()
 
+
+# What a rule may grant: the choices of Rule.access.
+RULE_ACCESSES = (Access.RECEIVE, Access.PUBLISH, Access.SUBSCRIBE, Access.ALL)
+# What one request asks for, in the order the explain form offers them.
+REQUEST_ACCESSES = (Access.PUBLISH, Access.SUBSCRIBE, Access.RECEIVE)
+# go-auth's documentation also says read and write.
 ACCESS_BY_NAME = {
-    "receive": Access.RECEIVE,
+    **{access.label: access for access in RULE_ACCESSES},
     "read": Access.RECEIVE,
-    "publish": Access.PUBLISH,
     "write": Access.PUBLISH,
-    "subscribe": Access.SUBSCRIBE,
-    "all": Access.ALL,
 }
 
 
@@ -58,9 +68,7 @@ class Rule:
 
     def describe(self) -> str:
         verb = "allow" if self.allow else "deny"
-        names = "/".join(
-            str(a.name).lower() for a in Access if a in self.access and a != Access.ALL
-        )
+        names = "/".join(a.label for a in Access if a in self.access and a != Access.ALL)
         where = f" ({self.source})" if self.source else ""
         return f"#{self.id} {verb} {names} {self.pattern} priority {self.priority}{where}"
 

@@ -143,12 +143,6 @@ class Membership(models.Model):
 
 
 class Rule(models.Model):
-    class AccessChoice(models.IntegerChoices):
-        RECEIVE = acl.Access.RECEIVE, "receive"
-        PUBLISH = acl.Access.PUBLISH, "publish"
-        SUBSCRIBE = acl.Access.SUBSCRIBE, "subscribe"
-        ALL = acl.Access.ALL, "all"
-
     account = models.ForeignKey(
         Account, null=True, blank=True, on_delete=models.CASCADE, related_name="rules"
     )
@@ -159,7 +153,9 @@ class Rule(models.Model):
         max_length=1024,
         help_text="MQTT filter; + and # wildcards; %u / %c stand for the username / client id.",
     )
-    access = models.PositiveSmallIntegerField(choices=AccessChoice.choices)
+    access = models.PositiveSmallIntegerField(
+        choices=[(int(access), access.label) for access in acl.RULE_ACCESSES]
+    )
     allow = models.BooleanField(default=True, help_text="Unticked: the rule denies.")
     priority = models.IntegerField(
         default=0, help_text="Highest wins; deny beats allow at equal priority."

@@ -17,6 +17,7 @@ from django.test import Client
 from django.test.testcases import LiveServerThread
 
 from brokerauth import passwords
+from brokerauth.acl import Access
 from brokerauth.models import Account, Group, Rule
 from brokerauth.policy import policy
 from tests.brokers import Broker, live_port, make_certs
@@ -73,7 +74,7 @@ def broker() -> BrokerClient:
 def device(db: None) -> Account:
     """alice: a device with valid credentials and the usual rights on devices/<username>/#."""
     account = Account.objects.create_account("alice", DEVICE_PASSWORD)
-    Rule.objects.create(account=account, pattern="devices/%u/#", access=Rule.AccessChoice.ALL)
+    Rule.objects.create(account=account, pattern="devices/%u/#", access=Access.ALL)
     return account
 
 
@@ -87,8 +88,8 @@ def sensors(db: None, device: Account) -> Group:
     """A group alice belongs to, allowed to read commands addressed to its client id."""
     group = Group.objects.create(name="sensors")
     group.memberships.create(account=device)
-    Rule.objects.create(group=group, pattern="commands/%c", access=Rule.AccessChoice.SUBSCRIBE)
-    Rule.objects.create(group=group, pattern="commands/%c", access=Rule.AccessChoice.RECEIVE)
+    Rule.objects.create(group=group, pattern="commands/%c", access=Access.SUBSCRIBE)
+    Rule.objects.create(group=group, pattern="commands/%c", access=Access.RECEIVE)
     return group
 
 

@@ -13,6 +13,7 @@ from django.test import override_settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from brokerauth.acl import Access
 from brokerauth.models import Account, Rule
 from monitor.models import MonitorState
 from tests.brokers import Broker
@@ -82,7 +83,7 @@ def test_a_refused_login_fails_the_first_step_and_skips_the_rest(
 def test_missing_publish_rights_fail_the_publish_step(
     mosquitto: Broker, live_server: Any, service_account: Account
 ) -> None:
-    Rule.objects.filter(account=service_account).update(access=Rule.AccessChoice.SUBSCRIBE)
+    Rule.objects.filter(account=service_account).update(access=Access.SUBSCRIBE)
     Rule.objects.create(account=service_account, pattern="probe/%c", access=1)
     steps = {s.name: s for s in run(mosquitto, live_server)}
     assert steps["subscribe"].ok is True

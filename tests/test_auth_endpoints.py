@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 import pytest
 from django.test import override_settings
 
+from brokerauth.acl import Access
 from brokerauth.models import Account, AuthEvent, Rule
 from tests.conftest import DEVICE_PASSWORD, BrokerClient, basic_auth
 
@@ -181,6 +182,6 @@ def test_database_trouble_is_a_503(
 
 def test_a_rule_change_reaches_the_endpoint(broker: BrokerClient, device: Account) -> None:
     assert broker.ask("acl", **acl("shared/news", 4)).status_code == 403
-    Rule.objects.create(account=device, pattern="shared/#", access=Rule.AccessChoice.SUBSCRIBE)
+    Rule.objects.create(account=device, pattern="shared/#", access=Access.SUBSCRIBE)
     with override_settings(POLICY_REFRESH_SECONDS=0):
         assert broker.ask("acl", **acl("shared/news", 4)).status_code == 200

@@ -9,6 +9,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.reasoncodes import ReasonCode
 
+from brokerauth.acl import Access
 from brokerauth.models import Account, AuthEvent, Group, Rule
 from tests.brokers import (
     NOT_AUTHORIZED,
@@ -151,7 +152,7 @@ def test_a_deny_rule_overrides_an_allow_at_equal_priority(
     Rule.objects.create(
         account=device,
         pattern="devices/%u/secret/#",
-        access=Rule.AccessChoice.PUBLISH,
+        access=Access.PUBLISH,
         allow=False,
     )
     alice = connect("alice", "alice-1")
@@ -165,7 +166,7 @@ def test_a_new_rule_and_its_removal_reach_the_broker_within_the_bound(
 ) -> None:
     alice = connect("alice", "alice-1")
     assert alice.publish("shared/news", "x").value == NOT_AUTHORIZED
-    rule = Rule.objects.create(account=device, pattern="shared/#", access=Rule.AccessChoice.PUBLISH)
+    rule = Rule.objects.create(account=device, pattern="shared/#", access=Access.PUBLISH)
     wait_for(lambda: accepted(alice.publish("shared/news", "x")), change_bound(), "the new rule")
     rule.delete()
     wait_for(
@@ -179,7 +180,7 @@ def test_a_subscriber_whose_receive_right_is_removed_gets_nothing_more(
     connect: Connect, device: Account, superuser_account: Account
 ) -> None:
     bob = Account.objects.create_account("bob", DEVICE_PASSWORD)
-    rule = Rule.objects.create(account=bob, pattern="news/#", access=Rule.AccessChoice.ALL)
+    rule = Rule.objects.create(account=bob, pattern="news/#", access=Access.ALL)
     bob_session = connect("bob", "bob-1")
     assert bob_session.subscribe("news/#").value == 1
     control = connect("root", "control")
@@ -189,7 +190,7 @@ def test_a_subscriber_whose_receive_right_is_removed_gets_nothing_more(
     bob_session.expect("before", timeout=5)
     control.expect("before", timeout=5)
 
-    rule.access = Rule.AccessChoice.SUBSCRIBE  # still subscribed, no longer allowed to receive
+    rule.access = Access.SUBSCRIBE  # still subscribed, no longer allowed to receive
     rule.save()
     probes = count()
 

@@ -13,6 +13,7 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
+from brokerauth.acl import Access
 from brokerauth.models import Account, AuthEvent, Group, Rule
 from monitor.models import MonitorState
 from tests.brokers import Broker
@@ -120,7 +121,7 @@ def test_run_the_test_service(
     page: Any, live_server: Any, mosquitto: Broker, settings: Any
 ) -> None:
     account = Account.objects.create_account("svc", PASSWORD)
-    Rule.objects.create(account=account, pattern="probe/%c", access=Rule.AccessChoice.ALL)
+    Rule.objects.create(account=account, pattern="probe/%c", access=Access.ALL)
     settings.MQTT_HOST, settings.MQTT_PORT = "127.0.0.1", mosquitto.port
     settings.MQTT_CA_FILE = str(mosquitto.ca_file)
     settings.MONITOR_USERNAME, settings.MONITOR_PASSWORD = "svc", PASSWORD
@@ -167,7 +168,7 @@ def test_add_a_rule_and_a_member_through_the_ui(
     page.fill("#rule_pattern", "telemetry/%u/+")
     page.keyboard.press("Enter")
     page.wait_for_selector("text=POLICY_REFRESH_SECONDS")
-    assert device.rules.filter(pattern="telemetry/%u/+", access=Rule.AccessChoice.PUBLISH).exists()
+    assert device.rules.filter(pattern="telemetry/%u/+", access=Access.PUBLISH).exists()
     shot(page, "account-rules")
     page.click("nav >> text=Groups")
     page.click("a:text('writers')")

@@ -33,7 +33,7 @@ def test_staff_adds_a_rule_to_an_account_and_it_decides(
     response = operator_client.post(f"/accounts/{device.pk}/rules/new/", RULE, follow=True)
     assert response.redirect_chain == [(f"/accounts/{device.pk}/", 302)]
     rule = device.rules.get(pattern="telemetry/%u/+")
-    assert (rule.access, rule.allow, rule.priority) == (Rule.AccessChoice.PUBLISH, True, 5)
+    assert (rule.access, rule.allow, rule.priority) == (acl.Access.PUBLISH, True, 5)
     assert "POLICY_REFRESH_SECONDS" in response.content.decode()
     assert may_publish("alice", "telemetry/alice/temp")
 
@@ -112,7 +112,7 @@ def test_staff_creates_renames_and_deletes_a_group(operator_client: HttpClient) 
     assert group.name == "valves"
     assert "valves" in operator_client.get("/groups/").content.decode()
 
-    Rule.objects.create(group=group, pattern="valves/#", access=Rule.AccessChoice.ALL)
+    Rule.objects.create(group=group, pattern="valves/#", access=acl.Access.ALL)
     confirm = operator_client.get(f"/groups/{group.pk}/delete/")
     assert "1 rule(s)" in confirm.content.decode()
     assert operator_client.post(f"/groups/{group.pk}/delete/")["Location"] == "/groups/"
@@ -123,7 +123,7 @@ def test_group_membership_changes_the_decision(
     operator_client: HttpClient, device: Account
 ) -> None:
     group = Group.objects.create(name="writers")
-    Rule.objects.create(group=group, pattern="shared/+", access=Rule.AccessChoice.PUBLISH)
+    Rule.objects.create(group=group, pattern="shared/+", access=acl.Access.PUBLISH)
     assert not may_publish("alice", "shared/x")
 
     response = operator_client.post(f"/groups/{group.pk}/members/", {"username": "alice"})
@@ -142,7 +142,7 @@ def test_an_account_joins_and_leaves_groups_from_its_page(
     operator_client: HttpClient, device: Account
 ) -> None:
     group = Group.objects.create(name="writers")
-    Rule.objects.create(group=group, pattern="shared/+", access=Rule.AccessChoice.PUBLISH)
+    Rule.objects.create(group=group, pattern="shared/+", access=acl.Access.PUBLISH)
     page = operator_client.get(f"/accounts/{device.pk}/")
     assert list(page.context["join_form"].fields["group"].queryset) == [group]
 
@@ -190,7 +190,7 @@ def test_group_page_query_count_does_not_grow(
     for i in range(5):
         account = Account.objects.create_account(f"dev-{i}", "pw-123456")
         sensors.memberships.create(account=account)
-        Rule.objects.create(group=sensors, pattern=f"x/{i}/#", access=Rule.AccessChoice.ALL)
+        Rule.objects.create(group=sensors, pattern=f"x/{i}/#", access=acl.Access.ALL)
     with django_assert_num_queries(5):
         operator_client.get(f"/groups/{sensors.pk}/")
 
@@ -208,9 +208,9 @@ def test_account_page_query_count_does_not_grow(
     operator_client: HttpClient, sensors: Group, device: Account, django_assert_num_queries: Any
 ) -> None:
     for i in range(5):
-        Rule.objects.create(account=device, pattern=f"own/{i}", access=Rule.AccessChoice.ALL)
+        Rule.objects.create(account=device, pattern=f"own/{i}", access=acl.Access.ALL)
         group = Group.objects.create(name=f"g{i}")
         group.memberships.create(account=device)
-        Rule.objects.create(group=group, pattern=f"g/{i}", access=Rule.AccessChoice.ALL)
+        Rule.objects.create(group=group, pattern=f"g/{i}", access=acl.Access.ALL)
     with django_assert_num_queries(7):
         operator_client.get(f"/accounts/{device.pk}/")

@@ -11,8 +11,6 @@ from brokerauth.models import Account, AuthEvent, Group, Rule
 from monitor.models import BrokerStat, BrokerStatSample, Client, LatestValue, Session
 from web import series
 
-ACCESS_NAMES = {int(choice.value): choice.label for choice in Rule.AccessChoice}
-
 
 class AccountSerializer(serializers.ModelSerializer):
     password = serializers.CharField(
@@ -104,7 +102,8 @@ class RuleSerializer(serializers.ModelSerializer):
         ]
 
     def get_access_name(self, rule: Rule) -> str:
-        return ACCESS_NAMES.get(rule.access, str(rule.access))
+        access = acl.Access(rule.access)
+        return access.label if access in acl.RULE_ACCESSES else str(rule.access)
 
     def validate_pattern(self, value: str) -> str:
         try:

@@ -60,9 +60,7 @@ class ExplainForm(forms.Form):
     username = forms.CharField(max_length=255)
     client_id = forms.CharField(max_length=255, required=False, label="Client id")
     topic = forms.CharField(max_length=65535, help_text="A topic, or a filter for subscribe.")
-    access = forms.ChoiceField(
-        choices=[("publish", "publish"), ("subscribe", "subscribe"), ("receive", "receive")]
-    )
+    access = forms.ChoiceField(choices=[(a.label, a.label) for a in acl.REQUEST_ACCESSES])
 
 
 @login_required

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from brokerauth.acl import Access
 from brokerauth.models import Account, Rule
 
 
@@ -42,9 +43,7 @@ class Command(BaseCommand):
             account = Account.objects.create_account(
                 "demo", password, description="Demo device of the local stack"
             )
-            Rule.objects.create(
-                account=account, pattern="devices/%u/#", access=Rule.AccessChoice.ALL
-            )
+            Rule.objects.create(account=account, pattern="devices/%u/#", access=Access.ALL)
         else:
             account.set_password(password)
             account.save()

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
+from brokerauth.acl import Access
 from brokerauth.models import Account, Rule
 
 DESCRIPTION = "The monitor's service account (manage.py monitor_account)."
@@ -38,12 +39,12 @@ def ensure_rules(account: Account) -> int:
     _rule, created = Rule.objects.get_or_create(
         account=account,
         pattern=probe_pattern(),
-        access=Rule.AccessChoice.ALL,
+        access=Access.ALL,
         defaults={"allow": True, "description": "test service probe"},
     )
     added = int(created)
     for pattern in required_patterns():
-        for access in (Rule.AccessChoice.SUBSCRIBE, Rule.AccessChoice.RECEIVE):
+        for access in (Access.SUBSCRIBE, Access.RECEIVE):
             _rule, created = Rule.objects.get_or_create(
                 account=account,
                 pattern=pattern,

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from paho.mqtt.enums import CallbackAPIVersion
 
+from brokerauth.acl import Access
 from brokerauth.models import Account, Rule
 from monitor.management.commands.monitor_account import write_secret
 
@@ -111,9 +112,7 @@ class Command(BaseCommand):
                     account = Account.objects.create_account(
                         name, password, description="demo device (simulate_devices)"
                     )
-                    Rule.objects.create(
-                        account=account, pattern="devices/%u/#", access=Rule.AccessChoice.ALL
-                    )
+                    Rule.objects.create(account=account, pattern="devices/%u/#", access=Access.ALL)
         return password
 
     def device(self, name: str, password: str, options: dict[str, Any]) -> Device:
