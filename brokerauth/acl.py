@@ -1,7 +1,9 @@
 """The ACL decision engine: who may publish, subscribe to or receive which topic, and why.
 
 Plain Python, no Django, so that the rules can be read and tested on their own. The models
-compile accounts and rules into a `Subject`; `explain()` decides.
+compile accounts and rules into a `Subject`; `decide()` decides. Who asks: the broker's checks
+through the in-memory cache (`brokerauth.policy`, `policy.explain_acl`), people through the
+database (`Account.objects.explain_acl`: the UI, the API, `manage.py explain_acl`).
 
 Evaluation: an inactive account is denied; a superuser is allowed everything; otherwise the
 matching rule of highest priority decides, a deny beating an allow at equal priority; when no
@@ -22,7 +24,7 @@ class Access(IntFlag):
     """go-auth's `acc` values; a rule's access is a combination of them.
 
     The one vocabulary of access: the rules' choices (`RULE_ACCESSES`), the names people type
-    (`ACCESS_BY_NAME`: the API, the explain form, `manage.py explain`) and the labels shown.
+    (`ACCESS_BY_NAME`: the API, the explain form, `manage.py explain_acl`) and the labels shown.
     """
 
     RECEIVE = 1
@@ -95,7 +97,7 @@ class Decision:
     rule: Rule | None = None
 
 
-def explain(subject: Subject | None, clientid: str, topic: str, access: Access) -> Decision:
+def decide(subject: Subject | None, clientid: str, topic: str, access: Access) -> Decision:
     """Decide one request and say why. Raises topics.TopicError on a malformed topic."""
     if access == Access.SUBSCRIBE:
         wanted = topics.strip_share(topic)
@@ -114,6 +116,13 @@ def explain(subject: Subject | None, clientid: str, topic: str, access: Access) 
             verb = "allowed" if rule.allow else "denied"
             return Decision(rule.allow, f"{verb} by rule {rule.describe()}", rule)
     return Decision(False, "no rule matched")
+
+
+def decide_superuser(subject: Subject | None) -> Decision:
+    """go-auth's superuser question: yes for an active superuser, no for everyone else."""
+    if subject is not None and subject.active and subject.superuser:
+        return Decision(True, "superuser")
+    return Decision(False, "not a superuser")
 
 
 def _applies(rule: Rule, username: str, clientid: str, wanted: str, access: Access) -> bool:

@@ -1,7 +1,14 @@
-"""MQTT accounts, groups, ACL rules and the audit of auth decisions."""
+"""MQTT accounts, groups, ACL rules and the audit of auth decisions.
+
+The rules live here: `Account.objects.authenticate()` is the login rule (bcrypt, remembered
+verifications, lockout, client-id binding), `Account.objects.explain_acl()` the ACL decision
+read fresh from the database, `AuthEvent.objects.record()` the audit of every decision.
+"""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -12,8 +19,40 @@ from django.utils import timezone
 
 from brokerauth import acl, passwords, topics
 
+log = logging.getLogger("brokerauth.decision")
+
+
+@dataclass(frozen=True)
+class Login:
+    """The answer to one login: may the client connect, and why (the audit's reason)."""
+
+    allowed: bool
+    reason: str
+
 
 class AccountQuerySet(models.QuerySet["Account"]):
+    def authenticate(self, username: str, password: str, clientid: str) -> Login:
+        """The login rule. Unknown and disabled accounts cost a bcrypt verification too, so
+        that timing tells nothing; a locked account is refused before its password is read.
+        The caller records the answer (AuthEvent.objects.record)."""
+        now = timezone.now()
+        account = self.filter(username=username).first()
+        if account is None:
+            passwords.burn(password)
+            return Login(False, "unknown account")
+        if account.is_locked(now):
+            return Login(False, f"locked after failed logins until {account.locked_until}")
+        if not account.is_active:
+            passwords.burn(password)
+            return Login(False, "account disabled")
+        if not passwords.verify_login(username, password, account.password_hash):
+            account.record_failure(now)
+            return Login(False, "wrong password")
+        if account.client_id and account.client_id != clientid:
+            return Login(False, f"account is bound to client id {account.client_id!r}")
+        account.record_success(now)
+        return Login(True, "password verified")
+
     def create_account(self, username: str, password: str, **fields: object) -> Account:
         account = self.model(username=username, **fields)
         account.set_password(password)
@@ -35,6 +74,14 @@ class AccountQuerySet(models.QuerySet["Account"]):
             superuser=account.is_superuser,
             rules=tuple(rule.compiled() for rule in rules.distinct()),
         )
+
+    def explain_acl(
+        self, username: str, clientid: str, topic: str, access: acl.Access
+    ) -> acl.Decision:
+        """The ACL decision read fresh from the database, without side effects: what the UI,
+        the API and `manage.py explain_acl` show. The broker asks `policy.explain_acl()`, which
+        reaches the same answer from memory. Raises topics.TopicError on a malformed topic."""
+        return acl.decide(self.subject(username), clientid, topic, access)
 
 
 class Account(models.Model):
@@ -86,6 +133,9 @@ class Account(models.Model):
     def check_password(self, raw: str) -> bool:
         return passwords.verify(raw, self.password_hash)
 
+    # The lockout rule: after LOGIN_LOCKOUT_THRESHOLD consecutive failures, each further one
+    # locks the account for LOGIN_LOCKOUT_BASE_SECONDS * 2**extra, at most _MAX_SECONDS; a good
+    # login or a new password starts the count again.
     def is_locked(self, now: datetime) -> bool:
         return self.locked_until is not None and self.locked_until > now
 
@@ -223,6 +273,49 @@ def policy_fingerprint() -> tuple[object, ...]:
 
 
 class AuthEventQuerySet(models.QuerySet["AuthEvent"]):
+    def record(
+        self,
+        kind: str,
+        verdict: Login | acl.Decision,
+        username: str,
+        clientid: str,
+        topic: str = "",
+        access: int | None = None,
+    ) -> None:
+        """The audit of one decision: a line on the `brokerauth.decision` logger and a row for
+        every login and every denial. An allowed ACL check is logged at DEBUG only and never
+        written: it is the hot path."""
+        if verdict.allowed and kind == AuthEvent.Kind.ACL:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "acl allow user=%.100r client=%.100r acc=%d topic=%.200r: %s",
+                    username,
+                    clientid,
+                    access,
+                    topic,
+                    verdict.reason,
+                )
+            return
+        log.info(
+            "%s %s user=%.100r client=%.100r acc=%s topic=%.200r: %s",
+            kind,
+            "allow" if verdict.allowed else "deny",
+            username,
+            clientid,
+            access,
+            topic,
+            verdict.reason,
+        )
+        self.create(
+            kind=kind,
+            username=username[:255],
+            client_id=clientid[:255],
+            topic=topic[:1024],
+            access=access,
+            allowed=verdict.allowed,
+            reason=verdict.reason[:500],
+        )
+
     def prune(self, days: int) -> int:
         cutoff = timezone.now() - timedelta(days=days)
         deleted, _ = self.filter(created_at__lt=cutoff).delete()

@@ -63,6 +63,17 @@ def verify(raw: str, stored: str) -> bool:
         return False
 
 
+def verify_login(username: str, raw: str, stored: str) -> bool:
+    """verify(), answered from memory when this password verified recently; a good
+    verification is remembered for LOGIN_REMEMBER_SECONDS."""
+    if remembered(username, raw, stored):
+        return True
+    if not verify(raw, stored):
+        return False
+    remember(username, raw, stored)
+    return True
+
+
 def _digest(raw: str, stored: str) -> bytes:
     return hmac.new(_PEPPER, f"{stored}\0{raw}".encode(), hashlib.sha256).digest()
 

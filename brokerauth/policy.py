@@ -1,5 +1,9 @@
 """Compiled ACL subjects kept in memory, so that a steady-state ACL check costs no query.
 
+The broker's side of the policy: `policy.explain_acl()` decides an ACL check from the subject
+that `policy.lookup()` keeps in memory; people ask the database side,
+`Account.objects.explain_acl()`, which gives the same answer read fresh.
+
 Each process keeps the subjects it has needed. At most every POLICY_REFRESH_SECONDS, the
 next check runs one cheap query (`policy_fingerprint`) and drops everything when accounts,
 groups, memberships or rules changed in the database. That works across any number of
@@ -29,7 +33,14 @@ class PolicyCache:
         self._fingerprint: tuple[object, ...] | None = None
         self._checked_at = float("-inf")
 
-    def subject(self, username: str) -> acl.Subject | None:
+    def explain_acl(
+        self, username: str, clientid: str, topic: str, access: acl.Access
+    ) -> acl.Decision:
+        """The broker's ACL check. Raises topics.TopicError on a malformed topic."""
+        return acl.decide(self.lookup(username), clientid, topic, access)
+
+    def lookup(self, username: str) -> acl.Subject | None:
+        """The account's compiled subject, from memory (a query only when not cached)."""
         self._refresh_if_due()
         try:
             return self._subjects[username]

@@ -1,27 +1,37 @@
-"""The three endpoints Mosquitto's auth plugin calls (go-auth HTTP backend contract)."""
+"""The three endpoints Mosquitto's auth plugin calls (go-auth HTTP backend contract).
+
+Each asks the rule's owner and leaves its trace with AuthEvent.objects.record: a login asks
+Account.objects.authenticate (database, bcrypt, lockout), an ACL check the in-memory policy
+(policy.explain_acl, no query in steady state). The superuser question asks the same policy and
+is never audited: go-auth asks it before every ACL check, so a "no" is routine.
+"""
 
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
 
-from brokerauth import acl, decisions, wire
+from brokerauth import acl, wire
 from brokerauth.guards import broker_endpoint
+from brokerauth.models import Account, AuthEvent, Login
+from brokerauth.policy import policy
 
 
-def _answer(decision: acl.Decision) -> HttpResponse:
-    return wire.allow() if decision.allowed else wire.deny(decision.reason)
+def _answer(verdict: Login | acl.Decision) -> HttpResponse:
+    return wire.allow() if verdict.allowed else wire.deny(verdict.reason)
 
 
 @broker_endpoint
 def user(request: HttpRequest) -> HttpResponse:
     data = wire.fields(request, "username", "password", "clientid")
-    return _answer(decisions.check_login(data["username"], data["password"], data["clientid"]))
+    login = Account.objects.authenticate(data["username"], data["password"], data["clientid"])
+    AuthEvent.objects.record(AuthEvent.Kind.LOGIN, login, data["username"], data["clientid"])
+    return _answer(login)
 
 
 @broker_endpoint
 def superuser(request: HttpRequest) -> HttpResponse:
     data = wire.fields(request, "username")
-    return _answer(decisions.check_superuser(data["username"]))
+    return _answer(acl.decide_superuser(policy.lookup(data["username"])))
 
 
 @broker_endpoint
@@ -31,5 +41,7 @@ def acl_check(request: HttpRequest) -> HttpResponse:
         access = acl.parse_access(int(data["acc"]))
     except ValueError as exc:
         raise wire.WireError(str(exc)) from exc
-    decision = decisions.check_acl(data["username"], data["clientid"], data["topic"], access)
+    username, clientid, topic = data["username"], data["clientid"], data["topic"]
+    decision = policy.explain_acl(username, clientid, topic, access)
+    AuthEvent.objects.record(AuthEvent.Kind.ACL, decision, username, clientid, topic, access)
     return _answer(decision)

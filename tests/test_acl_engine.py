@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from brokerauth.acl import Access, Rule, Subject, explain
+from brokerauth.acl import Access, Rule, Subject, decide
 
 
 def subject(*rules: Rule, **flags: bool) -> Subject:
@@ -13,59 +13,59 @@ OWN = Rule("devices/%u/#", Access.ALL, allow=True, id=1)
 
 
 def test_it_allows_publish_inside_own_topics() -> None:
-    decision = explain(subject(OWN), "dev-1", "devices/alice/temp", Access.PUBLISH)
+    decision = decide(subject(OWN), "dev-1", "devices/alice/temp", Access.PUBLISH)
     assert decision.allowed and decision.rule == OWN
 
 
 def test_it_denies_publish_outside_own_topics() -> None:
-    decision = explain(subject(OWN), "dev-1", "devices/bob/temp", Access.PUBLISH)
+    decision = decide(subject(OWN), "dev-1", "devices/bob/temp", Access.PUBLISH)
     assert not decision.allowed and decision.reason == "no rule matched"
 
 
 def test_deny_beats_allow_at_equal_priority() -> None:
     secret = Rule("devices/%u/secret", Access.ALL, allow=False, id=2)
-    decision = explain(subject(OWN, secret), "c", "devices/alice/secret", Access.RECEIVE)
+    decision = decide(subject(OWN, secret), "c", "devices/alice/secret", Access.RECEIVE)
     assert not decision.allowed and decision.rule == secret
 
 
 def test_higher_priority_allow_beats_deny() -> None:
     deny = Rule("devices/#", Access.PUBLISH, allow=False, priority=0, id=2)
     allow = Rule("devices/%u/#", Access.PUBLISH, allow=True, priority=10, id=3)
-    assert explain(subject(deny, allow), "c", "devices/alice/t", Access.PUBLISH).allowed
+    assert decide(subject(deny, allow), "c", "devices/alice/t", Access.PUBLISH).allowed
 
 
 def test_the_rule_access_must_include_the_request() -> None:
     read_only = Rule("devices/%u/#", Access.RECEIVE | Access.SUBSCRIBE, allow=True)
-    assert not explain(subject(read_only), "c", "devices/alice/t", Access.PUBLISH).allowed
-    assert explain(subject(read_only), "c", "devices/alice/#", Access.SUBSCRIBE).allowed
+    assert not decide(subject(read_only), "c", "devices/alice/t", Access.PUBLISH).allowed
+    assert decide(subject(read_only), "c", "devices/alice/#", Access.SUBSCRIBE).allowed
 
 
 def test_subscribe_denied_when_filter_is_wider_than_rule() -> None:
-    assert not explain(subject(OWN), "c", "devices/#", Access.SUBSCRIBE).allowed
-    assert explain(subject(OWN), "c", "$share/g/devices/alice/+/temp", Access.SUBSCRIBE).allowed
+    assert not decide(subject(OWN), "c", "devices/#", Access.SUBSCRIBE).allowed
+    assert decide(subject(OWN), "c", "$share/g/devices/alice/+/temp", Access.SUBSCRIBE).allowed
 
 
 def test_a_deny_rule_applies_to_overlapping_subscriptions() -> None:
     wide = Rule("devices/#", Access.SUBSCRIBE, allow=True)
     secret = Rule("devices/+/secret", Access.SUBSCRIBE, allow=False)
-    assert not explain(subject(wide, secret), "c", "devices/#", Access.SUBSCRIBE).allowed
-    assert explain(subject(wide, secret), "c", "devices/alice/temp", Access.SUBSCRIBE).allowed
+    assert not decide(subject(wide, secret), "c", "devices/#", Access.SUBSCRIBE).allowed
+    assert decide(subject(wide, secret), "c", "devices/alice/temp", Access.SUBSCRIBE).allowed
 
 
 def test_clientid_substitution() -> None:
     rule = Rule("commands/%c", Access.RECEIVE, allow=True)
-    assert explain(subject(rule), "dev-1", "commands/dev-1", Access.RECEIVE).allowed
-    assert not explain(subject(rule), "dev-2", "commands/dev-1", Access.RECEIVE).allowed
+    assert decide(subject(rule), "dev-1", "commands/dev-1", Access.RECEIVE).allowed
+    assert not decide(subject(rule), "dev-2", "commands/dev-1", Access.RECEIVE).allowed
 
 
 def test_superuser_and_disabled_and_unknown() -> None:
-    assert explain(subject(superuser=True), "c", "$SYS/x", Access.SUBSCRIBE).allowed
+    assert decide(subject(superuser=True), "c", "$SYS/x", Access.SUBSCRIBE).allowed
     disabled = subject(OWN, active=False)
-    assert explain(disabled, "c", "devices/alice/t", Access.PUBLISH).reason == "account disabled"
-    assert explain(None, "c", "a", Access.PUBLISH).reason == "unknown account"
+    assert decide(disabled, "c", "devices/alice/t", Access.PUBLISH).reason == "account disabled"
+    assert decide(None, "c", "a", Access.PUBLISH).reason == "unknown account"
 
 
 def test_the_reason_names_the_rule() -> None:
     rule = Rule("devices/%u/#", Access.PUBLISH, allow=True, priority=5, source="group s", id=7)
-    reason = explain(subject(rule), "c", "devices/alice/t", Access.PUBLISH).reason
+    reason = decide(subject(rule), "c", "devices/alice/t", Access.PUBLISH).reason
     assert reason == "allowed by rule #7 allow publish devices/%u/# priority 5 (group s)"

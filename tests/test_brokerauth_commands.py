@@ -1,4 +1,4 @@
-"""acl_check explains, prune_audit bounds the audit table."""
+"""explain_acl explains, prune_audit bounds the audit table."""
 
 from __future__ import annotations
 
@@ -21,21 +21,21 @@ def run(*args: str) -> str:
     return out.getvalue()
 
 
-def test_acl_check_names_the_deciding_rule(device: Account) -> None:
-    out = run("acl_check", "alice", "dev-1", "devices/alice/temp", "publish")
+def test_explain_acl_names_the_deciding_rule(device: Account) -> None:
+    out = run("explain_acl", "alice", "dev-1", "devices/alice/temp", "publish")
     assert out.startswith("ALLOW: allowed by rule #")
     assert "devices/%u/#" in out
 
 
-def test_acl_check_says_when_nothing_matched(device: Account) -> None:
-    assert run("acl_check", "alice", "c", "other/topic", "receive") == "DENY: no rule matched\n"
+def test_explain_acl_says_when_nothing_matched(device: Account) -> None:
+    assert run("explain_acl", "alice", "c", "other/topic", "receive") == "DENY: no rule matched\n"
 
 
-def test_acl_check_rejects_bad_input(device: Account) -> None:
+def test_explain_acl_rejects_bad_input(device: Account) -> None:
     with pytest.raises(CommandError, match="wildcard"):
-        run("acl_check", "alice", "c", "a/#", "publish")
+        run("explain_acl", "alice", "c", "a/#", "publish")
     with pytest.raises(CommandError):
-        run("acl_check", "alice", "c", "a", "fly")
+        run("explain_acl", "alice", "c", "a", "fly")
 
 
 def test_prune_audit_keeps_recent_rows(db: Any) -> None:

@@ -10,7 +10,7 @@ import time_machine
 from django.test import override_settings
 from django.utils import timezone
 
-from brokerauth import decisions, passwords
+from brokerauth import passwords
 from brokerauth.models import Account
 from tests.conftest import DEVICE_PASSWORD
 
@@ -32,36 +32,36 @@ def bcrypt_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
 
 
 def test_a_good_login_is_remembered(device: Account, bcrypt_calls: list[bytes]) -> None:
-    assert decisions.check_login("alice", DEVICE_PASSWORD, "c").allowed
-    assert decisions.check_login("alice", DEVICE_PASSWORD, "c").allowed
+    assert Account.objects.authenticate("alice", DEVICE_PASSWORD, "c").allowed
+    assert Account.objects.authenticate("alice", DEVICE_PASSWORD, "c").allowed
     assert len(bcrypt_calls) == 1
 
 
 def test_a_changed_password_is_not_served_from_memory(device: Account) -> None:
-    assert decisions.check_login("alice", DEVICE_PASSWORD, "c").allowed
+    assert Account.objects.authenticate("alice", DEVICE_PASSWORD, "c").allowed
     device.set_password("new secret")
     device.save()
-    assert not decisions.check_login("alice", DEVICE_PASSWORD, "c").allowed
-    assert decisions.check_login("alice", "new secret", "c").allowed
+    assert not Account.objects.authenticate("alice", DEVICE_PASSWORD, "c").allowed
+    assert Account.objects.authenticate("alice", "new secret", "c").allowed
 
 
 @override_settings(LOGIN_REMEMBER_SECONDS=0)
 def test_remembering_can_be_turned_off(device: Account, bcrypt_calls: list[bytes]) -> None:
-    decisions.check_login("alice", DEVICE_PASSWORD, "c")
-    decisions.check_login("alice", DEVICE_PASSWORD, "c")
+    Account.objects.authenticate("alice", DEVICE_PASSWORD, "c")
+    Account.objects.authenticate("alice", DEVICE_PASSWORD, "c")
     assert len(bcrypt_calls) == 2
 
 
 def test_unknown_usernames_cost_a_bcrypt_verification_too(
     db: None, bcrypt_calls: list[bytes]
 ) -> None:
-    assert not decisions.check_login("ghost", "whatever", "c").allowed
+    assert not Account.objects.authenticate("ghost", "whatever", "c").allowed
     assert len(bcrypt_calls) == 1
     assert bcrypt_calls[0].startswith(b"$2b$04$")  # same cost as real hashes here
 
 
 def test_passwords_over_72_bytes_are_refused_not_truncated(device: Account) -> None:
-    assert not decisions.check_login("alice", DEVICE_PASSWORD + "x" * 80, "c").allowed
+    assert not Account.objects.authenticate("alice", DEVICE_PASSWORD + "x" * 80, "c").allowed
     with pytest.raises(passwords.PasswordTooLong):
         passwords.make_hash("é" * 40)
 
@@ -70,17 +70,17 @@ def test_passwords_over_72_bytes_are_refused_not_truncated(device: Account) -> N
 def test_repeated_failures_lock_the_account_with_backoff(device: Account) -> None:
     with time_machine.travel(timezone.now(), tick=False) as clock:
         for _ in range(3):
-            decisions.check_login("alice", "wrong", "c")
+            Account.objects.authenticate("alice", "wrong", "c")
         device.refresh_from_db()
         assert device.locked_until == timezone.now() + timedelta(seconds=30)
-        refused = decisions.check_login("alice", DEVICE_PASSWORD, "c")
+        refused = Account.objects.authenticate("alice", DEVICE_PASSWORD, "c")
         assert refused.reason.startswith("locked after failed logins")
         clock.shift(31)
-        decisions.check_login("alice", "wrong again", "c")
+        Account.objects.authenticate("alice", "wrong again", "c")
         device.refresh_from_db()
         assert device.locked_until == timezone.now() + timedelta(seconds=60)
         clock.shift(61)
-        assert decisions.check_login("alice", DEVICE_PASSWORD, "c").allowed
+        assert Account.objects.authenticate("alice", DEVICE_PASSWORD, "c").allowed
         device.refresh_from_db()
         assert (device.failed_logins, device.locked_until) == (0, None)
         assert device.last_login_at == timezone.now()
@@ -88,10 +88,10 @@ def test_repeated_failures_lock_the_account_with_backoff(device: Account) -> Non
 
 def test_a_new_password_lifts_the_lockout(device: Account) -> None:
     with override_settings(LOGIN_LOCKOUT_THRESHOLD=1):
-        decisions.check_login("alice", "wrong", "c")
+        Account.objects.authenticate("alice", "wrong", "c")
     device.refresh_from_db()
     assert device.is_locked(timezone.now())
     password = device.reset_password()
     device.refresh_from_db()
     assert (device.failed_logins, device.locked_until) == (0, None)
-    assert decisions.check_login("alice", password, "c").allowed
+    assert Account.objects.authenticate("alice", password, "c").allowed

@@ -42,7 +42,7 @@ def test_every_kind_of_change_is_seen_after_the_refresh_interval(
 ) -> None:
     clock = Clock()
     cache = PolicyCache(clock=clock)
-    before = cache.subject("alice")
+    before = cache.lookup("alice")
     rule = Rule.objects.filter(group=sensors).first()
     assert rule is not None
     match change:
@@ -58,6 +58,6 @@ def test_every_kind_of_change_is_seen_after_the_refresh_interval(
         case "disable account":
             device.is_active = False
             device.save()
-    assert cache.subject("alice") is before  # within the interval: the cached subject
+    assert cache.lookup("alice") is before  # within the interval: the cached subject
     clock.now += 1.0
-    assert cache.subject("alice") != before
+    assert cache.lookup("alice") != before

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from django.test import Client as HttpClient
 
-from brokerauth import acl, decisions
+from brokerauth import acl
 from brokerauth.models import Account, Group
 from tests.conftest import DEVICE_PASSWORD
 
@@ -29,11 +29,13 @@ def form_data(account: Account, **changes: Any) -> dict[str, str]:
 
 
 def may_log_in(client_id: str) -> bool:
-    return decisions.check_login("alice", DEVICE_PASSWORD, client_id).allowed
+    return Account.objects.authenticate("alice", DEVICE_PASSWORD, client_id).allowed
 
 
 def may_publish_anywhere(username: str) -> bool:
-    return decisions.explain(username, "c1", "anything/at/all", acl.Access.PUBLISH).allowed
+    return Account.objects.explain_acl(
+        username, "c1", "anything/at/all", acl.Access.PUBLISH
+    ).allowed
 
 
 def test_staff_binds_a_client_id_and_the_login_decision_follows(
@@ -49,7 +51,7 @@ def test_staff_binds_a_client_id_and_the_login_decision_follows(
     device.refresh_from_db()
     assert (device.description, device.client_id) == ("the pump", "pump-1")
     assert may_log_in("pump-1")
-    decision = decisions.check_login("alice", DEVICE_PASSWORD, "other")
+    decision = Account.objects.authenticate("alice", DEVICE_PASSWORD, "other")
     assert not decision.allowed and "bound to client id 'pump-1'" in decision.reason
 
     operator_client.post(f"/accounts/{device.pk}/edit/", form_data(device, client_id=""))
@@ -62,7 +64,7 @@ def test_staff_disables_an_account_from_the_form(
     operator_client.post(f"/accounts/{device.pk}/edit/", form_data(device, is_active=False))
     device.refresh_from_db()
     assert not device.is_active
-    assert decisions.check_login("alice", DEVICE_PASSWORD, "c1").reason == "account disabled"
+    assert Account.objects.authenticate("alice", DEVICE_PASSWORD, "c1").reason == "account disabled"
 
 
 def test_the_edit_form_shows_the_current_values(

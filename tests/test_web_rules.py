@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from django.test import Client as HttpClient
 
-from brokerauth import acl, decisions
+from brokerauth import acl
 from brokerauth.models import Account, Group, Membership, Rule
 
 pytestmark = pytest.mark.django_db
@@ -16,7 +16,7 @@ RULE = {"pattern": "telemetry/%u/+", "access": "2", "allow": "True", "priority":
 
 
 def may_publish(username: str, topic: str, client_id: str = "c1") -> bool:
-    return decisions.explain(username, client_id, topic, acl.Access.PUBLISH).allowed
+    return Account.objects.explain_acl(username, client_id, topic, acl.Access.PUBLISH).allowed
 
 
 @pytest.mark.parametrize("url", ["/groups/", "/groups/1/"])

@@ -11,7 +11,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from brokerauth import decisions, passwords, topics
+from brokerauth import passwords, topics
 from brokerauth.models import Account, AuthEvent, Group, Rule
 from monitor.models import BrokerStat, BrokerStatSample, Client, Session
 from web import roundtrip, series
@@ -82,7 +82,9 @@ def explain(request: Request) -> Response:
     serializer.is_valid(raise_exception=True)
     v = serializer.validated_data
     try:
-        decision = decisions.explain(v["username"], v["client_id"], v["topic"], v["access"])
+        decision = Account.objects.explain_acl(
+            v["username"], v["client_id"], v["topic"], v["access"]
+        )
     except topics.TopicError as exc:
         return Response({"topic": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
     rule = decision.rule

@@ -10,7 +10,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from brokerauth import acl, decisions, passwords, topics
+from brokerauth import acl, passwords, topics
 from brokerauth.models import Account, AuthEvent, Group, Rule
 from web.views import paginate, query_without_page, staff_required
 from web.views.groups import JoinForm
@@ -171,7 +171,9 @@ def explain_decision(form: ExplainForm) -> acl.Decision | None:
     data = form.cleaned_data
     access = acl.parse_access(data["access"])
     try:
-        return decisions.explain(data["username"], data["client_id"], data["topic"], access)
+        return Account.objects.explain_acl(
+            data["username"], data["client_id"], data["topic"], access
+        )
     except topics.TopicError as exc:
         form.add_error("topic", str(exc))
         return None

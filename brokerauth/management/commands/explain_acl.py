@@ -4,11 +4,15 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from brokerauth import acl, decisions, topics
+from brokerauth import acl, topics
+from brokerauth.models import Account
 
 
 class Command(BaseCommand):
-    help = "Explain the ACL decision for USER CLIENTID TOPIC ACCESS (publish|subscribe|receive)."
+    help = (
+        "Explain the ACL decision for USER CLIENTID TOPIC ACCESS (publish|subscribe|receive), "
+        "read fresh from the database, as the explain page and the API's /explain/ do."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("username")
@@ -19,7 +23,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             access = acl.parse_access(options["access"])
-            decision = decisions.explain(
+            decision = Account.objects.explain_acl(
                 options["username"], options["clientid"], options["topic"], access
             )
         except (ValueError, topics.TopicError) as exc:
