@@ -61,8 +61,7 @@ for i in range(200):
     g.memberships.create(account=a)
     Rule.objects.create(account=a, pattern=f"shared/{i}/+", access=1)
 a = Account.objects.get(username="dev-0")
-a.set_password("bench password")
-a.save()
+a.change_password("bench password")
 """
 
 

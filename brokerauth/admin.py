@@ -4,6 +4,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
@@ -31,8 +32,11 @@ class PasswordFields(forms.ModelForm):
         if data.get("generate"):
             data["new_password"] = passwords.generate()
         password = data.get("new_password") or ""
-        if len(password.encode()) > passwords.MAX_PASSWORD_BYTES:
-            self.add_error("new_password", "Passwords are limited to 72 bytes (bcrypt).")
+        if password:
+            try:
+                passwords.validate(password)
+            except ValidationError as exc:
+                self.add_error("new_password", exc)
         if not password and not (self.instance.pk and self.instance.password_hash):
             self.add_error("new_password", "A new account needs a password (or generate one).")
         return data
@@ -84,10 +88,17 @@ class AccountAdmin(admin.ModelAdmin):
         return f"{account.failed_logins} recent failures" if account.failed_logins else ""
 
     def save_model(self, request: HttpRequest, obj: Account, form: Any, change: bool) -> None:
-        password = form.cleaned_data.get("new_password")
-        if password:
-            obj.set_password(password)
-        super().save_model(request, obj, form, change)
+        # Through the model's own methods, as the UI and the API do (see Account.edit).
+        password = form.cleaned_data.get("new_password") or ""
+        if change:
+            changes = {
+                name: form.cleaned_data[name]
+                for name in form.changed_data
+                if name not in ("new_password", "generate")
+            }
+            obj.edit(password=password, **changes)
+        else:
+            obj.save_new(password)
         if form.cleaned_data.get("generate"):
             messages.warning(
                 request,
@@ -96,13 +107,17 @@ class AccountAdmin(admin.ModelAdmin):
 
     @admin.action(description="Unlock the selected accounts")
     def unlock(self, request: HttpRequest, queryset: QuerySet[Account]) -> None:
-        count = queryset.update(failed_logins=0, locked_until=None)
-        self.message_user(request, f"Unlocked {count} accounts.")
+        accounts = list(queryset)
+        for account in accounts:
+            account.unlock()
+        self.message_user(request, f"Unlocked {len(accounts)} accounts.")
 
     @admin.action(description="Disable the selected accounts")
     def disable(self, request: HttpRequest, queryset: QuerySet[Account]) -> None:
-        count = queryset.update(is_active=False, changed_at=timezone.now())
-        self.message_user(request, f"Disabled {count} accounts.")
+        accounts = list(queryset)
+        for account in accounts:
+            account.set_active(False)
+        self.message_user(request, f"Disabled {len(accounts)} accounts.")
 
 
 @admin.register(Group)

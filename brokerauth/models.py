@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -54,10 +55,9 @@ class AccountQuerySet(models.QuerySet["Account"]):
         return Login(True, "password verified")
 
     def create_account(self, username: str, password: str, **fields: object) -> Account:
+        """A new account, validated and saved (see Account.save_new)."""
         account = self.model(username=username, **fields)
-        account.set_password(password)
-        account.full_clean()
-        account.save()
+        account.save_new(password)
         return account
 
     def subject(self, username: str) -> acl.Subject | None:
@@ -115,13 +115,19 @@ class Account(models.Model):
     def __str__(self) -> str:
         return self.username
 
-    def set_password(self, raw: str) -> None:
-        """A new password (not saved); it also lifts a lockout earned by the old one."""
-        self.password_hash = passwords.make_hash(raw)
-        self.failed_logins, self.locked_until = 0, None
+    # Changes. The admin (forms and actions), the UI, the API and the commands create accounts,
+    # change passwords and enable or disable them only through these methods, so that what
+    # goes with a change is written once: the password rules (passwords.validate), the
+    # lockout reset, and the policy note, `changed_at`, which every process's
+    # policy_fingerprint() watches. A change feed to the broker would be noted here too.
+    def save_new(self, password: str) -> None:
+        """Save this new account with its first password, validated."""
+        self._set_password(password)
+        self.full_clean()
+        self.save()
 
     def change_password(self, raw: str) -> None:
-        self.set_password(raw)
+        self._set_password(raw)
         self.save(update_fields=["password_hash", "failed_logins", "locked_until", "changed_at"])
 
     def reset_password(self) -> str:
@@ -129,6 +135,36 @@ class Account(models.Model):
         password = passwords.generate()
         self.change_password(password)
         return password
+
+    def set_active(self, active: bool) -> None:
+        """Enable or disable the account: a disabled one can neither log in nor pass a check."""
+        self.is_active = active
+        self.save(update_fields=["is_active", "changed_at"])
+
+    def edit(self, password: str = "", **fields: Any) -> None:
+        """Save an operator's changes: the active flag through set_active(), a new password
+        through change_password(), the other fields in one save. Every edit form (admin, UI)
+        and the API's update come through here."""
+        active = fields.pop("is_active", None)
+        for name, value in fields.items():
+            setattr(self, name, value)
+        if fields:
+            self.save(update_fields=[*fields, "changed_at"])
+        if active is not None:
+            self.set_active(active)
+        if password:
+            self.change_password(password)
+
+    def unlock(self) -> None:
+        """Forget the failed logins; update(), not save(): not a policy change."""
+        self.failed_logins, self.locked_until = 0, None
+        Account.objects.filter(pk=self.pk).update(failed_logins=0, locked_until=None)
+
+    def _set_password(self, raw: str) -> None:
+        """A new password (not saved); it also lifts a lockout earned by the old one."""
+        passwords.validate(raw)
+        self.password_hash = passwords.make_hash(raw)
+        self.failed_logins, self.locked_until = 0, None
 
     def check_password(self, raw: str) -> bool:
         return passwords.verify(raw, self.password_hash)

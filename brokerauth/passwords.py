@@ -17,9 +17,11 @@ from functools import lru_cache
 
 import bcrypt
 from django.conf import settings
+from django.core.exceptions import ValidationError
 
 # bcrypt only reads the first 72 bytes; bcrypt 5 raises on longer input, so refuse them.
 MAX_PASSWORD_BYTES = 72
+MIN_PASSWORD_LENGTH = 8
 _memory: dict[tuple[str, str], tuple[bytes, float]] = {}
 _memory_lock = threading.Lock()
 _MEMORY_LIMIT = 100_000
@@ -28,6 +30,15 @@ _PEPPER = secrets.token_bytes(32)  # per process: the digests are useless outsid
 
 class PasswordTooLong(ValueError):
     pass
+
+
+def validate(raw: str) -> None:
+    """The rules for every password an account is given (admin, UI, API, commands):
+    ValidationError when it is too short or longer than bcrypt reads."""
+    if len(raw) < MIN_PASSWORD_LENGTH:
+        raise ValidationError(f"Passwords have at least {MIN_PASSWORD_LENGTH} characters.")
+    if len(raw.encode()) > MAX_PASSWORD_BYTES:
+        raise ValidationError(f"Passwords are limited to {MAX_PASSWORD_BYTES} bytes (bcrypt).")
 
 
 def generate() -> str:

@@ -28,8 +28,7 @@ def service_account(db: None, tmp_path: Path) -> Account:
     """The monitor's own account with the rules `manage.py monitor_account` gives it."""
     call_command("monitor_account", "--password-file", str(tmp_path / "pw"), stdout=StringIO())
     account = Account.objects.get(username=settings.MONITOR_USERNAME)
-    account.set_password(PASSWORD)
-    account.save()
+    account.change_password(PASSWORD)
     return account
 
 

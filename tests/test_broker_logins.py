@@ -103,8 +103,7 @@ def test_a_changed_password_takes_effect_at_once(mosquitto: Broker, device: Acco
     first = login(mosquitto, "alice", DEVICE_PASSWORD, "alice-1")
     assert first.connected()
     first.close()
-    device.set_password("a brand new secret")
-    device.save()
+    device.change_password("a brand new secret")
 
     def refused_old_and_accepted_new() -> bool:
         old = login(mosquitto, "alice", DEVICE_PASSWORD, "alice-2")

@@ -39,8 +39,7 @@ def test_a_good_login_is_remembered(device: Account, bcrypt_calls: list[bytes]) 
 
 def test_a_changed_password_is_not_served_from_memory(device: Account) -> None:
     assert Account.objects.authenticate("alice", DEVICE_PASSWORD, "c").allowed
-    device.set_password("new secret")
-    device.save()
+    device.change_password("new secret")
     assert not Account.objects.authenticate("alice", DEVICE_PASSWORD, "c").allowed
     assert Account.objects.authenticate("alice", "new secret", "c").allowed
 

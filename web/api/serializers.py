@@ -6,7 +6,7 @@ from typing import Any
 from django.utils import timezone
 from rest_framework import serializers
 
-from brokerauth import acl, topics
+from brokerauth import acl, passwords, topics
 from brokerauth.models import Account, AuthEvent, Group, Rule
 from monitor.models import BrokerStat, BrokerStatSample, Client, LatestValue, Session
 from web import series
@@ -16,8 +16,9 @@ class AccountSerializer(serializers.ModelSerializer):
     password = serializers.CharField(
         write_only=True,
         required=False,
-        min_length=8,
-        max_length=1024,
+        min_length=passwords.MIN_PASSWORD_LENGTH,
+        max_length=passwords.MAX_PASSWORD_BYTES,
+        validators=[passwords.validate],
         style={"input_type": "password"},
         help_text="Left out on create: one is generated and returned once as `password`.",
     )
@@ -51,14 +52,19 @@ class AccountSerializer(serializers.ModelSerializer):
         return account
 
     def update(self, instance: Account, validated_data: dict[str, Any]) -> Account:
-        password = validated_data.pop("password", None)
-        if password:
-            instance.change_password(password)
-        return super().update(instance, validated_data)
+        groups = validated_data.pop("groups", None)
+        instance.edit(**validated_data)
+        if groups is not None:
+            instance.groups.set(groups)
+        return instance
 
 
 class PasswordSerializer(serializers.Serializer):
-    password = serializers.CharField(min_length=8, max_length=1024)
+    password = serializers.CharField(
+        min_length=passwords.MIN_PASSWORD_LENGTH,
+        max_length=passwords.MAX_PASSWORD_BYTES,
+        validators=[passwords.validate],
+    )
 
 
 class GeneratedPasswordSerializer(serializers.Serializer):

@@ -83,8 +83,7 @@ def account_create(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         password = passwords.generate()
         account = form.save(commit=False)
-        account.set_password(password)
-        account.save()
+        account.save_new(password)
         account.groups.set(form.cleaned_data["groups"])
         # Rendered, not redirected: the password exists only in this one response.
         return render(request, "web/password_once.html", {"account": account, "password": password})
@@ -96,14 +95,15 @@ def account_edit(request: HttpRequest, pk: int) -> HttpResponse:
     account = get_object_or_404(Account, pk=pk)
     form = AccountEditForm(request.POST or None, instance=account)
     if request.method == "POST" and form.is_valid():
-        changed = [
-            str(form.fields[name].label).lower()
+        changes = {
+            name: form.cleaned_data[name]
             for name in form.changed_data
             if name != "confirm_superuser"
-        ]
-        if changed:
-            form.save()
-            note_policy_change(request, f"Account {account.username} saved: {', '.join(changed)}.")
+        }
+        if changes:
+            account.edit(**changes)
+            labels = ", ".join(str(form.fields[name].label).lower() for name in changes)
+            note_policy_change(request, f"Account {account.username} saved: {labels}.")
         else:
             # No save: it would bump changed_at and make every process re-read the policy.
             messages.info(request, "Nothing changed.")
@@ -152,8 +152,7 @@ def join_form(account: Account) -> tuple[JoinForm, bool]:
 @staff_required
 def account_set_active(request: HttpRequest, pk: int) -> HttpResponse:
     account = get_object_or_404(Account, pk=pk)
-    account.is_active = request.POST.get("active") == "1"
-    account.save(update_fields=["is_active", "changed_at"])
+    account.set_active(request.POST.get("active") == "1")
     verb = "enabled" if account.is_active else "disabled"
     messages.success(request, f"Account {account.username} {verb}.")
     return redirect("account", pk=pk)

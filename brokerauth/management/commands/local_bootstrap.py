@@ -45,8 +45,7 @@ class Command(BaseCommand):
             )
             Rule.objects.create(account=account, pattern="devices/%u/#", access=Access.ALL)
         else:
-            account.set_password(password)
-            account.save()
+            account.change_password(password)
         path.touch(mode=0o600)
         path.write_text(password)
         self.stdout.write(f"Demo device: demo / {password} (kept in {path})")

@@ -78,8 +78,7 @@ class Command(BaseCommand):
             self.stdout.write(f"Created MQTT account {username!r}.")
         elif options["rotate"]:
             password = secrets.token_urlsafe(32)
-            account.set_password(password)
-            account.save()
+            account.change_password(password)
             self.stdout.write(f"Rotated the password of {username!r}; restart the monitor.")
         added = ensure_rules(account)
         if added:
