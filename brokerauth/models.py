@@ -65,14 +65,12 @@ class AccountQuerySet(models.QuerySet["Account"]):
         account = self.filter(username=username).first()
         if account is None:
             return None
-        rules = Rule.objects.filter(
-            Q(account=account) | Q(group__memberships__account=account)
-        ).select_related("account", "group")
+        rules = Rule.objects.applying_to(account).distinct()
         return acl.Subject(
             username=account.username,
             active=account.is_active,
             superuser=account.is_superuser,
-            rules=tuple(rule.compiled() for rule in rules.distinct()),
+            rules=tuple(rule.compiled() for rule in rules),
         )
 
     def explain_acl(
@@ -228,6 +226,14 @@ class Membership(models.Model):
         return f"{self.account} in {self.group}"
 
 
+class RuleQuerySet(models.QuerySet["Rule"]):
+    def applying_to(self, account: Account) -> RuleQuerySet:
+        """The account's own rules and those of its groups, with their owners."""
+        return self.filter(
+            Q(account=account) | Q(group__memberships__account=account)
+        ).select_related("account", "group")
+
+
 class Rule(models.Model):
     account = models.ForeignKey(
         Account, null=True, blank=True, on_delete=models.CASCADE, related_name="rules"
@@ -249,6 +255,8 @@ class Rule(models.Model):
     description = models.CharField(max_length=255, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     changed_at = models.DateTimeField(auto_now=True)
+
+    objects = RuleQuerySet.as_manager()
 
     class Meta:
         ordering = ["-priority", "allow", "pattern"]

@@ -124,9 +124,23 @@ class ClientQuerySet(models.QuerySet["Client"]):
         """Last event predates a monitor outage: the online flag may be wrong."""
         return self.filter(uncertain=True)
 
+    def with_status(self, status: str) -> ClientQuerySet:
+        """The clients of one Client.Status (the UI's and the API's filter); all for ""."""
+        if status in Client.Status.values:
+            return getattr(self, status)()
+        return self
+
 
 class Client(models.Model):
     """An MQTT client id as seen by the broker, with its current presence."""
+
+    class Status(models.TextChoices):
+        """What the UI and the API filter by; each is a ClientQuerySet method too."""
+
+        ONLINE = "online", "online"
+        OFFLINE = "offline", "offline"
+        NEVER_SEEN = "never_seen", "never seen"
+        UNCERTAIN = "uncertain", "uncertain"
 
     class Protocol(models.TextChoices):
         MQTT31 = "mqtt3.1", "MQTT 3.1"
@@ -168,14 +182,17 @@ class Client(models.Model):
         return self.client_id
 
     @property
-    def status(self) -> str:
-        """online / offline / never seen, with "?" appended when uncertain."""
+    def presence(self) -> str:
+        """online, offline or never_seen: the one place that decides it (the querysets of the
+        same names ask the same in SQL). Also the CSS class of the status badge."""
         if self.online:
-            label = "online"
-        elif self.connect_count:
-            label = "offline"
-        else:
-            label = "never seen"
+            return Client.Status.ONLINE
+        return Client.Status.OFFLINE if self.connect_count else Client.Status.NEVER_SEEN
+
+    @property
+    def status(self) -> str:
+        """online / offline / never seen, with " (uncertain)" appended when uncertain."""
+        label = Client.Status(self.presence).label
         return label + (" (uncertain)" if self.uncertain else "")
 
 

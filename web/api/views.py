@@ -14,8 +14,7 @@ from rest_framework.response import Response
 from brokerauth import passwords, topics
 from brokerauth.models import Account, AuthEvent, Group, Rule
 from monitor.models import BrokerStat, BrokerStatSample, Client, Session
-from web import roundtrip, series
-from web.api import filters
+from web import filters, roundtrip, series
 from web.api import serializers as s
 from web.api.permissions import StaffOnly
 

@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-from typing import Any
-
-from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count, Q
@@ -11,56 +8,9 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from brokerauth import acl, passwords, topics
-from brokerauth.models import Account, AuthEvent, Group, Rule
-from web.views import paginate, query_without_page, staff_required
-from web.views.groups import JoinForm
-from web.views.rules import RuleForm, note_policy_change
-
-
-class SuperuserConfirmationMixin(forms.ModelForm):
-    """Making an account a superuser takes a second, explicit tick: it then passes every ACL
-    check, whatever its rules say. An account that already is one is not asked again."""
-
-    confirm_superuser = forms.BooleanField(
-        required=False, label="I understand this account may then use every topic"
-    )
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if self.instance.is_superuser:
-            del self.fields["confirm_superuser"]
-
-    def clean(self) -> dict[str, Any] | None:
-        data = super().clean() or {}
-        promoted = data.get("is_superuser") and "is_superuser" in self.changed_data
-        if promoted and not data.get("confirm_superuser"):
-            self.add_error("confirm_superuser", "Tick this too, or untick superuser.")
-        return data
-
-
-class AccountForm(SuperuserConfirmationMixin):
-    groups = forms.ModelMultipleChoiceField(
-        queryset=Group.objects.all(), required=False, widget=forms.CheckboxSelectMultiple
-    )
-
-    class Meta:
-        model = Account
-        fields = ["username", "client_id", "description", "is_superuser"]
-        widgets = {"description": forms.Textarea(attrs={"rows": 2})}
-
-
-class AccountEditForm(SuperuserConfirmationMixin):
-    class Meta:
-        model = Account
-        fields = ["description", "client_id", "is_active", "is_superuser"]
-        widgets = {"description": forms.Textarea(attrs={"rows": 2})}
-
-
-class ExplainForm(forms.Form):
-    username = forms.CharField(max_length=255)
-    client_id = forms.CharField(max_length=255, required=False, label="Client id")
-    topic = forms.CharField(max_length=65535, help_text="A topic, or a filter for subscribe.")
-    access = forms.ChoiceField(choices=[(a.label, a.label) for a in acl.REQUEST_ACCESSES])
+from brokerauth.models import Account, AuthEvent, Rule
+from web.forms import AccountEditForm, AccountForm, ExplainForm, RuleForm, join_form
+from web.views import note_policy_change, paginate, query_without_page, staff_required
 
 
 @login_required
@@ -95,11 +45,7 @@ def account_edit(request: HttpRequest, pk: int) -> HttpResponse:
     account = get_object_or_404(Account, pk=pk)
     form = AccountEditForm(request.POST or None, instance=account)
     if request.method == "POST" and form.is_valid():
-        changes = {
-            name: form.cleaned_data[name]
-            for name in form.changed_data
-            if name != "confirm_superuser"
-        }
+        changes = form.changes()
         if changes:
             account.edit(**changes)
             labels = ", ".join(str(form.fields[name].label).lower() for name in changes)
@@ -112,9 +58,7 @@ def account_edit(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def account_rules(account: Account) -> tuple[list[Rule], list[Rule]]:
-    rules = Rule.objects.filter(
-        Q(account=account) | Q(group__memberships__account=account)
-    ).select_related("account", "group")
+    rules = Rule.objects.applying_to(account)
     own = [rule for rule in rules if rule.account_id == account.pk]
     return own, [rule for rule in rules if rule.account_id != account.pk]
 
@@ -134,18 +78,6 @@ def account_detail(request: HttpRequest, pk: int) -> HttpResponse:
         context["rule_form"] = RuleForm()
         context["join_form"], context["joinable"] = join_form(account)
     return render(request, "web/account.html", context)
-
-
-def join_form(account: Account) -> tuple[JoinForm, bool]:
-    """The "Add to group" form, and whether it offers any group. Its choices are read here, in
-    the one query the select would have run, so that the page can say "member of every group"
-    instead of offering an empty list."""
-    form = JoinForm(account=account)
-    field = form.fields["group"]
-    assert isinstance(field, forms.ModelChoiceField) and field.queryset is not None
-    groups = list(field.queryset)
-    field.choices = [("", field.empty_label), *((group.pk, str(group)) for group in groups)]
-    return form, bool(groups)
 
 
 @require_POST

@@ -5,7 +5,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from brokerauth.models import AuthEvent
-from web.api.filters import AuditFilter
+from web.filters import AuditFilter
 from web.views import paginate, query_without_page
 
 

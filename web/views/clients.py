@@ -11,7 +11,6 @@ from django.utils import timezone
 from brokerauth.models import Account, AuthEvent
 from monitor.models import Client
 from web import series
-from web.api.filters import CLIENT_STATUSES, filter_status
 from web.views import paginate, query_without_page
 
 SORTS = {
@@ -22,7 +21,7 @@ SORTS = {
 
 
 def search_clients(q: str, status: str, sort: str) -> QuerySet[Client]:
-    clients = filter_status(Client.objects.all(), status)
+    clients = Client.objects.with_status(status)
     if q:
         clients = clients.filter(Q(client_id__icontains=q) | Q(username__icontains=q))
     _label, order = SORTS.get(sort, SORTS["-last_seen"])
@@ -40,7 +39,7 @@ def client_list(request: HttpRequest) -> HttpResponse:
         "q": q,
         "status": status,
         "sort": sort,
-        "statuses": CLIENT_STATUSES,
+        "statuses": dict(Client.Status.choices),
         "sorts": {key: label for key, (label, _o) in SORTS.items()},
         "query": query_without_page(request),
         "full_query": request.GET.urlencode(),

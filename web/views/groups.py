@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -14,42 +12,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from brokerauth.models import Account, Group, Membership, Rule
-from web.views import staff_required
-from web.views.rules import RuleForm, note_policy_change
-
-
-class GroupForm(forms.ModelForm):
-    class Meta:
-        model = Group
-        fields = ["name", "description"]
-        widgets = {"description": forms.Textarea(attrs={"rows": 2})}
-
-
-class MemberForm(forms.Form):
-    username = forms.CharField(max_length=255, label="Add account")
-
-    def __init__(self, *args: Any, group: Group, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.group = group
-
-    def clean_username(self) -> Account:
-        username = self.cleaned_data["username"].strip()
-        account = Account.objects.filter(username=username).first()
-        if account is None:
-            raise forms.ValidationError(f"No account named {username!r}.")
-        if account.memberships.filter(group=self.group).exists():
-            raise forms.ValidationError(f"{username} is already a member.")
-        return account
-
-
-class JoinForm(forms.Form):
-    group = forms.ModelChoiceField(queryset=Group.objects.none(), label="Add to group")
-
-    def __init__(self, *args: Any, account: Account, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        field = self.fields["group"]
-        assert isinstance(field, forms.ModelChoiceField)
-        field.queryset = Group.objects.exclude(memberships__account=account)
+from web.forms import GroupForm, JoinForm, MemberForm, RuleForm
+from web.views import note_policy_change, staff_required
 
 
 @login_required

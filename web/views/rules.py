@@ -2,43 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from django import forms
-from django.conf import settings
-from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 
 from brokerauth.models import Account, Group, Rule
-from web.views import staff_required
-
-EFFECTS = [(True, "allow"), (False, "deny")]
-
-
-class RuleForm(forms.ModelForm):
-    class Meta:
-        model = Rule
-        fields = ["pattern", "access", "allow", "priority", "description"]
-        labels = {"allow": "Effect"}
-        widgets = {"allow": forms.Select(choices=EFFECTS)}
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # Own ids: the account page also carries the explain form, with its own id_access.
-        kwargs.setdefault("auto_id", "rule_%s")
-        super().__init__(*args, **kwargs)
-
-
-def note_policy_change(request: HttpRequest, text: str) -> None:
-    """Say what changed and when the broker sees it: each web process re-reads the policy at
-    most every POLICY_REFRESH_SECONDS, then the broker plugin may answer from its own cache."""
-    messages.success(
-        request,
-        f"{text} It reaches the broker within POLICY_REFRESH_SECONDS "
-        f"({settings.POLICY_REFRESH_SECONDS:g} s) plus the broker plugin's cache TTL "
-        "(CACHE_ACL_TTL, 5 s in the shipped config).",
-    )
+from web.forms import RuleForm
+from web.views import note_policy_change, staff_required
 
 
 def owner_url(rule: Rule) -> str:

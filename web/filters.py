@@ -1,40 +1,24 @@
-"""Query filters of the REST API (also used by the UI's list pages)."""
+"""Query filters shared by the REST API and the UI's list pages (one FilterSet per list)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import django_filters as filters
 from django.db.models import QuerySet
 
 from brokerauth.models import AuthEvent, Rule
-from monitor.models import BrokerStatSample, Client, Session
-
-CLIENT_STATUSES = {
-    "online": "online",
-    "offline": "offline",
-    "never_seen": "never seen",
-    "uncertain": "uncertain",
-}
+from monitor.models import BrokerStatSample, Client, ClientQuerySet, Session
 
 
 class ClientFilter(filters.FilterSet):
-    status = filters.ChoiceFilter(choices=list(CLIENT_STATUSES.items()), method="by_status")
+    status = filters.ChoiceFilter(choices=Client.Status.choices, method="by_status")
     username = filters.CharFilter()
 
     class Meta:
         model = Client
         fields = ["status", "username"]
 
-    def by_status(self, queryset: QuerySet[Client], name: str, value: str) -> QuerySet[Client]:
-        return filter_status(queryset, value)
-
-
-def filter_status(queryset: Any, status: str) -> Any:
-    """online / offline / never_seen / uncertain, through the monitor's own querysets."""
-    if status in CLIENT_STATUSES:
-        return getattr(queryset, status)()
-    return queryset
+    def by_status(self, queryset: ClientQuerySet, name: str, value: str) -> ClientQuerySet:
+        return queryset.with_status(value)
 
 
 class SessionFilter(filters.FilterSet):
