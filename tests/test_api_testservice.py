@@ -15,9 +15,9 @@ from rest_framework.test import APIClient
 
 from brokerauth.acl import Access
 from brokerauth.models import Account, Rule
+from monitor import testservice
 from monitor.models import MonitorState
 from tests.brokers import Broker
-from web import roundtrip
 
 pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True)]
 PASSWORD = "service-password-1"
@@ -32,8 +32,8 @@ def service_account(db: None, tmp_path: Path) -> Account:
     return account
 
 
-def run(mosquitto: Broker, live_server: Any, username: str = "") -> list[roundtrip.Step]:
-    target = roundtrip.Target(
+def run(mosquitto: Broker, live_server: Any, username: str = "") -> list[testservice.Step]:
+    target = testservice.Target(
         host="127.0.0.1",
         port=mosquitto.port,
         ca_file=str(mosquitto.ca_file),
@@ -41,7 +41,7 @@ def run(mosquitto: Broker, live_server: Any, username: str = "") -> list[roundtr
         password=PASSWORD,
         topic="probe/{client_id}",
     )
-    return roundtrip.run_round_trip(
+    return testservice.run_round_trip(
         target,
         auth_url=live_server.url,
         auth_secret=settings.MQTT_AUTH_SECRET,

@@ -12,7 +12,7 @@ import pytest
 from django.conf import settings
 
 from brokerauth.models import Account
-from monitor.management.commands.monitor_account import ensure_rules
+from monitor.account import ensure_rules
 from monitor.models import Client, LatestValue, MonitorState, Reading
 from monitor.subscriber import Monitor, Options
 from tests.brokers import Broker, live_port, wait_for

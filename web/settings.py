@@ -273,9 +273,10 @@ SPECTACULAR_SETTINGS = {
 }
 # Bearer token /metrics asks for (empty: open; it carries counts, no names).
 METRICS_TOKEN = env("METRICS_TOKEN")
-# Where the test-service round trip reaches the auth endpoints over HTTP (empty: step skipped).
+# The Test service (monitor/testservice.py): where its round trip reaches the auth endpoints
+# over HTTP (empty: that step is skipped), and the topic of its probe ({username} and
+# {client_id} are filled in).
 TEST_SERVICE_AUTH_URL = env("TEST_SERVICE_AUTH_URL", "http://127.0.0.1:8000")
-# Topic the test-service probe is published on; {username} and {client_id} are filled in.
 TEST_SERVICE_TOPIC = env("TEST_SERVICE_TOPIC", "probe/{client_id}")
 # Monitor data older than this is shown as stale (seconds).
 WEB_STALE_SECONDS = env_int("WEB_STALE_SECONDS", 120)

@@ -6,7 +6,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from web.roundtrip import database_step
+from monitor.testservice import database_step
 
 log = logging.getLogger(__name__)
 

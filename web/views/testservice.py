@@ -4,7 +4,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from web import roundtrip
+from monitor import testservice
 from web.views import staff_required
 
 
@@ -17,7 +17,7 @@ def test_service(request: HttpRequest) -> HttpResponse:
 
 @staff_required
 def run(request: HttpRequest) -> HttpResponse:
-    steps = roundtrip.configured_round_trip()
-    context = {"steps": steps, "ok": roundtrip.passed(steps)}
+    steps = testservice.configured_round_trip()
+    context = {"steps": steps, "ok": testservice.passed(steps)}
     template = "web/_steps.html" if request.headers.get("HX-Request") else "web/test_service.html"
     return render(request, template, context)

@@ -9,15 +9,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
-from brokerauth.acl import Access
-from brokerauth.models import Account, Rule
-
-DESCRIPTION = "The monitor's service account (manage.py monitor_account)."
-
-
-def required_patterns() -> list[str]:
-    """What the monitor subscribes to: $SYS statistics and log lines, and the telemetry."""
-    return ["$SYS/#", *settings.TELEMETRY_TOPICS]
+from brokerauth.models import Account
+from monitor import account as monitor_account
+from monitor import testservice
 
 
 def write_secret(path: Path, value: str) -> None:
@@ -26,33 +20,6 @@ def write_secret(path: Path, value: str) -> None:
     with os.fdopen(fd, "w") as fh:
         fh.write(value + "\n")
     path.chmod(0o600)
-
-
-def probe_pattern() -> str:
-    """The Test service's probe topic: its own client id only (web/roundtrip.py)."""
-    return settings.TEST_SERVICE_TOPIC.replace("{client_id}", "%c")
-
-
-def ensure_rules(account: Account) -> int:
-    """Subscribe and receive on exactly the monitor's filters, all rights on the Test
-    service's probe topic; never superuser."""
-    _rule, created = Rule.objects.get_or_create(
-        account=account,
-        pattern=probe_pattern(),
-        access=Access.ALL,
-        defaults={"allow": True, "description": "test service probe"},
-    )
-    added = int(created)
-    for pattern in required_patterns():
-        for access in (Access.SUBSCRIBE, Access.RECEIVE):
-            _rule, created = Rule.objects.get_or_create(
-                account=account,
-                pattern=pattern,
-                access=access,
-                defaults={"allow": True, "description": "monitor"},
-            )
-            added += created
-    return added
 
 
 class Command(BaseCommand):
@@ -74,17 +41,18 @@ class Command(BaseCommand):
         password = None
         if account is None:
             password = secrets.token_urlsafe(32)
-            account = Account.objects.create_account(username, password, description=DESCRIPTION)
+            account = Account.objects.create_account(
+                username, password, description=monitor_account.DESCRIPTION
+            )
             self.stdout.write(f"Created MQTT account {username!r}.")
         elif options["rotate"]:
             password = secrets.token_urlsafe(32)
             account.change_password(password)
             self.stdout.write(f"Rotated the password of {username!r}; restart the monitor.")
-        added = ensure_rules(account)
+        added = monitor_account.ensure_rules(account) + testservice.ensure_probe_rule(account)
         if added:
-            self.stdout.write(
-                f"Added {added} rules: subscribe and receive on " + ", ".join(required_patterns())
-            )
+            patterns = ", ".join(monitor_account.required_patterns())
+            self.stdout.write(f"Added {added} rules: subscribe and receive on {patterns}")
         if password is None:
             self.stdout.write("Password unchanged (use --rotate for a new one).")
         elif options["print"]:

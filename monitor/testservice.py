@@ -1,9 +1,12 @@
-"""The test-service round trip: one live pass through every part an operator depends on.
+"""The Test service: one live round trip through every part an operator depends on.
 
 TLS connect to the broker as a service account, subscribe, publish a probe, receive it, ask the
 auth endpoints over HTTP, query the database and read the age of the last `$SYS` update. Each
 step is timed and says what it saw; a failed MQTT step skips the ones that need it.
-`run_round_trip()` takes everything explicitly so that tests can point it at their own broker.
+`run_round_trip()` takes everything explicitly so that tests can point it at their own broker;
+`configured_round_trip()` is the one the UI's Test service page and the API run: it logs in as
+the monitor's account, on TEST_SERVICE_TOPIC, which `ensure_probe_rule()` opens to that account
+(`manage.py monitor_account` calls it). `database_step()` is /status/'s check too.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from django.db import connection
 from django.utils import timezone
 from paho.mqtt.enums import CallbackAPIVersion
 
+from brokerauth.acl import Access
+from brokerauth.models import Account, Rule
 from monitor.models import MonitorState
 
 
@@ -217,6 +222,22 @@ def run_round_trip(
     steps.append(database_step())
     steps.append(sys_age_step(last_sys(), stale_after))
     return steps
+
+
+def probe_pattern() -> str:
+    """The probe topic as an ACL pattern: each client id its own topic only."""
+    return settings.TEST_SERVICE_TOPIC.replace("{client_id}", "%c")
+
+
+def ensure_probe_rule(account: Account) -> int:
+    """All rights on the probe topic for the account the round trip logs in as; 1 if added."""
+    _rule, created = Rule.objects.get_or_create(
+        account=account,
+        pattern=probe_pattern(),
+        access=Access.ALL,
+        defaults={"allow": True, "description": "test service probe"},
+    )
+    return int(created)
 
 
 def passed(steps: list[Step]) -> bool:
