@@ -5,7 +5,7 @@
 
 One run: a Mosquitto rendered from mosquitto/mosquitto.conf.template on a free port (TLS, the
 project's plugin with its decision cache on, asking a stand-in that allows everything, so auth
-is out of the measurement), the real monitor (`monitor.subscriber.Monitor`, default batch
+is out of the measurement), the real monitor (`monitor.subscriber.Subscriber`, default batch
 settings) in a thread against a scratch database, and in a separate process a bare paho-mqtt
 subscriber on the same filter at QoS 1 (the ceiling: receive and count, nothing else).
 --publishers mosquitto_pub -l processes send --messages QoS 1 messages in total, each a
@@ -150,7 +150,7 @@ def main() -> None:
     from django.db.models import Sum
 
     from monitor.models import Reading, ReadingRollup
-    from monitor.subscriber import Monitor, Options
+    from monitor.subscriber import Options, Subscriber
     from tests.brokers import Broker, make_certs
 
     call_command("migrate", verbosity=0)
@@ -181,7 +181,7 @@ def main() -> None:
     total_messages = per * args.publishers
     expected = total_messages * args.metrics
 
-    monitor = Monitor(
+    monitor = Subscriber(
         Options(
             host="127.0.0.1",
             port=broker.port,

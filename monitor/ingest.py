@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F
 
-from monitor import presence, syslog, telemetry
+from monitor import brokerlog, presence, telemetry
 from monitor.models import (
     BrokerStat,
     BrokerStatSample,
@@ -95,7 +95,7 @@ class Ingest:
             self.handle_telemetry(topic, payload, received_at)
 
     def handle_log_line(self, line: str, received_at: datetime) -> None:
-        event = syslog.parse_line(line)
+        event = brokerlog.parse_line(line)
         if event is not None:
             presence.apply(event, received_at)
 

@@ -8,22 +8,22 @@ from datetime import datetime
 from django.db import transaction
 from django.db.models import F
 
-from monitor import syslog
+from monitor import brokerlog
 from monitor.models import Client, LoginRefusal, MonitorState, Session
 
 log = logging.getLogger("monitor.presence")
 
 
-def apply(event: syslog.Event, at: datetime) -> None:
+def apply(event: brokerlog.Event, at: datetime) -> None:
     """Record one presence event (each in its own short transaction)."""
     with transaction.atomic():
-        if isinstance(event, syslog.Connected):
+        if isinstance(event, brokerlog.Connected):
             connected(event, at)
-        elif isinstance(event, syslog.Disconnected):
+        elif isinstance(event, brokerlog.Disconnected):
             disconnected(event, at)
-        elif isinstance(event, syslog.TakenOver):
-            close(event.client_id, at, syslog.TAKEN_OVER, "already connected, closing old")
-        elif isinstance(event, syslog.LoginRefused):
+        elif isinstance(event, brokerlog.TakenOver):
+            close(event.client_id, at, brokerlog.TAKEN_OVER, "already connected, closing old")
+        elif isinstance(event, brokerlog.LoginRefused):
             refused(event.client_id, at)
 
 
@@ -33,7 +33,7 @@ def close_open_sessions(client: Client, at: datetime, reason: str, detail: str =
     )
 
 
-def connected(event: syslog.Connected, at: datetime) -> None:
+def connected(event: brokerlog.Connected, at: datetime) -> None:
     client, _ = Client.objects.select_for_update().get_or_create(
         client_id=event.client_id, defaults={"first_seen": at}
     )
@@ -60,9 +60,9 @@ def connected(event: syslog.Connected, at: datetime) -> None:
     )
 
 
-def disconnected(event: syslog.Disconnected, at: datetime) -> None:
+def disconnected(event: brokerlog.Disconnected, at: datetime) -> None:
     client = Client.objects.select_for_update().filter(client_id=event.client_id).first()
-    if event.reason == syslog.NOT_AUTHORISED and (client is None or not client.online):
+    if event.reason == brokerlog.NOT_AUTHORISED and (client is None or not client.online):
         refused(event.client_id, at)
         return
     if client is None:

@@ -1,6 +1,6 @@
 """The monitor's MQTT side: one paho client, a queue, and a loop that batches into the database.
 
-paho's network thread (loop_start) only decodes and queues; this class's `run()` drains the
+paho's network thread (loop_start) only decodes and queues; `Subscriber.run()` drains the
 queue in the caller's thread, hands messages to `Ingest`, writes a batch when it is big or old
 enough, and only then acknowledges the QoS 1 messages it holds (manual_ack). Messages received
 but not yet written when the connection drops are dropped here too: the broker never saw their
@@ -72,7 +72,9 @@ class Item:
     qos: int
 
 
-class Monitor:
+class Subscriber:
+    """The monitor's loop: `run()` until `stop()`, as `manage.py monitor` runs it."""
+
     def __init__(self, options: Options | None = None) -> None:
         self.options = options or Options()
         self.queue: queue.Queue[Item | tuple[str, int, Any]] = queue.Queue()

@@ -14,7 +14,7 @@ from django.conf import settings
 from brokerauth.models import Account
 from monitor.account import ensure_rules
 from monitor.models import Client, LatestValue, MonitorState, Reading
-from monitor.subscriber import Monitor, Options
+from monitor.subscriber import Options, Subscriber
 from tests.brokers import Broker, live_port, wait_for
 from tests.conftest import DEVICE_PASSWORD
 
@@ -24,10 +24,10 @@ MONITOR_PASSWORD = "monitor secret for tests"
 
 
 class RunningMonitor:
-    """A Monitor in a thread, as `manage.py monitor` runs it in its main thread."""
+    """A Subscriber in a thread, as `manage.py monitor` runs it in its main thread."""
 
     def __init__(self, broker: Broker, **options: Any) -> None:
-        self.monitor = Monitor(
+        self.monitor = Subscriber(
             Options(
                 host="127.0.0.1",
                 port=broker.port,

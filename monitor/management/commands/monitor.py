@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
-from monitor.subscriber import Monitor, Options
+from monitor.subscriber import Options, Subscriber
 
 
 def use_monitor_application_name() -> None:
@@ -38,7 +38,7 @@ class Command(BaseCommand):
         if not settings.MONITOR_PASSWORD:
             raise CommandError("No MONITOR_PASSWORD: run manage.py monitor_account first.")
         use_monitor_application_name()
-        monitor = Monitor(
+        monitor = Subscriber(
             Options(batch_size=options["batch_size"], flush_seconds=options["flush_seconds"])
         )
         for signum in (signal.SIGTERM, signal.SIGINT):
