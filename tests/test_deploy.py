@@ -46,7 +46,7 @@ def settings_variables() -> set[str]:
 
 
 def gunicorn_variables() -> set[str]:
-    return read_by(ROOT / "web" / "gunicorn.conf.py", r"\b_env(?:_\w+)?\(\s*\"([A-Z0-9_]+)\"")
+    return read_by(ROOT / "web" / "gunicorn.conf.py", r"\benv(?:_\w+)?\(\s*\"([A-Z0-9_]+)\"")
 
 
 def template_variables(path: Path) -> set[str]:

@@ -98,6 +98,39 @@ def test_production_without_secret_key_refuses_to_start(tmp_path: Path) -> None:
     assert "Set SECRET_KEY (or SECRET_KEY_FILE)" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("SECURE", "ture", "SECURE='ture' is not a boolean: use 1, true, yes, on or 0, false"),
+        ("BCRYPT_ROUNDS", "twelve", "BCRYPT_ROUNDS='twelve' is not a whole number"),
+        ("SECRET_KEY_FILE", "/nonexistent/key", "SECRET_KEY_FILE=/nonexistent/key: cannot read"),
+    ],
+)
+def test_a_value_the_settings_cannot_read_stops_the_process(
+    tmp_path: Path, variable: str, value: str, message: str
+) -> None:
+    env = production_env(tmp_path, **{variable: value})
+    if variable == "SECRET_KEY_FILE":
+        del env["SECRET_KEY"]
+    result = manage(env, "check")
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_gunicorn_stops_on_a_value_it_cannot_read(tmp_path: Path) -> None:
+    env = production_env(tmp_path, GUNICORN_THREADS="four", GUNICORN_BIND="127.0.0.1:1")
+    result = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", "web/gunicorn.conf.py", "--check-config"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "GUNICORN_THREADS='four' is not a whole number" in result.stdout + result.stderr
+
+
 def test_secret_key_file_is_read(tmp_path: Path) -> None:
     key = secrets.token_urlsafe(50)
     key_file = tmp_path / "secret_key"

@@ -2,54 +2,44 @@
 
     gunicorn -c web/gunicorn.conf.py
 
-The variables and their defaults: docs/deploy.md, "Gunicorn settings". Gunicorn's error and
-access logs use Django's LOG_FORMAT and go where Django's do: stdout, plus LOG_DIR/service.log
-unless LOG_TO_FILE=0 (containers).
+The variables and their defaults: docs/deploy.md, "Gunicorn settings". They are read with
+web/env.py, the helpers of web/settings.py (NAME_FILE, strict parsing), without Django: the
+settings would need SECRET_KEY in the master before the app loads. Gunicorn's error and access
+logs use the same LOG_FORMAT and go where Django's do: stdout, plus LOG_DIR/service.log unless
+LOG_TO_FILE=0 (containers).
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-# Same string as LOG_FORMAT in web/settings.py (tests/test_deploy.py keeps them equal). Not
-# imported: loading the settings here would need SECRET_KEY in the master before the app loads.
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"
+from web.env import LOG_FORMAT, env, env_bool, env_int, env_list, log_handlers
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name, default)
-
-
-def _env_bool(name: str, default: bool) -> bool:
-    return _env(name, "1" if default else "0").strip().lower() in ("1", "true", "yes", "on")
-
-
 wsgi_app = "web.wsgi:application"
-bind = [address.strip() for address in _env("GUNICORN_BIND", "127.0.0.1:8000").split(",")]
-workers = int(_env("WEB_CONCURRENCY", str(min(2 * multiprocessing.cpu_count() + 1, 8))))
+bind = env_list("GUNICORN_BIND", "127.0.0.1:8000")
+workers = env_int("WEB_CONCURRENCY", min(2 * multiprocessing.cpu_count() + 1, 8))
 # Threads keep a worker answering the broker while another request waits on the database;
 # every ACL check is short, so threads are cheaper than more processes.
 worker_class = "gthread"
-threads = int(_env("GUNICORN_THREADS", "4"))
+threads = env_int("GUNICORN_THREADS", 4)
 # The broker's plugin gives up after 5 s (auth_opt_http_timeout): a request still running at
 # 30 s is stuck, not slow.
-timeout = int(_env("GUNICORN_TIMEOUT", "30"))
+timeout = env_int("GUNICORN_TIMEOUT", 30)
 # On SIGTERM, workers finish the requests in flight for this long before being killed.
-graceful_timeout = int(_env("GUNICORN_GRACEFUL_TIMEOUT", "20"))
-keepalive = int(_env("GUNICORN_KEEPALIVE", "5"))
+graceful_timeout = env_int("GUNICORN_GRACEFUL_TIMEOUT", 20)
+keepalive = env_int("GUNICORN_KEEPALIVE", 5)
 # Recycle workers now and then so that a slow leak never grows without bound; not often, since
 # a new worker has forgotten the logins it remembered and the ACL subjects it compiled.
-max_requests = int(_env("GUNICORN_MAX_REQUESTS", "200000"))
+max_requests = env_int("GUNICORN_MAX_REQUESTS", 200000)
 max_requests_jitter = max_requests // 10
 # The proxy sets X-Forwarded-Proto; Django trusts it through SECURE_PROXY_SSL_HEADER.
-forwarded_allow_ips = _env("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+forwarded_allow_ips = env("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 # Heartbeat files in memory, not on a possibly slow or read-only disk.
 worker_tmp_dir = "/dev/shm" if Path("/dev/shm").is_dir() else None
 # No control socket: it would be created under $HOME, which is read-only in the container and
@@ -80,25 +70,14 @@ def post_worker_init(worker: Any) -> None:
                 handler.addFilter(_not_a_broker_call)
 
 
-_log_level = _env("LOG_LEVEL", "INFO").upper()
-_log_to_file = _env_bool("LOG_TO_FILE", True)
-_log_dir = Path(_env("LOG_DIR", str(Path(_env("VAR_DIR", str(BASE_DIR / "var"))) / "log")))
-_handlers: dict[str, dict[str, object]] = {
-    "console": {
-        "class": "logging.StreamHandler",
-        "formatter": "plain",
-        "stream": "ext://sys.stdout",
-    },
-}
-if _log_to_file:
-    _log_dir.mkdir(parents=True, exist_ok=True)
-    _handlers["file"] = {
-        "class": "concurrent_log_handler.ConcurrentRotatingFileHandler",
-        "filename": str(_log_dir / "service.log"),
-        "maxBytes": int(_env("LOG_FILE_MAX_BYTES", str(10 * 1024 * 1024))),
-        "backupCount": int(_env("LOG_FILE_BACKUPS", "5")),
-        "formatter": "plain",
-    }
+_log_level = env("LOG_LEVEL", "INFO").upper()
+_log_dir = Path(env("LOG_DIR", str(Path(env("VAR_DIR", str(BASE_DIR / "var"))) / "log")))
+_handlers = log_handlers(
+    _log_dir if env_bool("LOG_TO_FILE", True) else None,
+    max_bytes=env_int("LOG_FILE_MAX_BYTES", 10 * 1024 * 1024),
+    backups=env_int("LOG_FILE_BACKUPS", 5),
+    stream="ext://sys.stdout",
+)
 # gunicorn.error and gunicorn.access propagate to the root logger, whose handlers Django
 # configures the same way in each worker: one format, one file.
 logconfig_dict = {

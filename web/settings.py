@@ -1,7 +1,8 @@
 """Settings of Django MQTT Service, driven by the environment.
 
 Every variable is listed in the README's configuration table. A variable NAME can also be
-given as NAME_FILE, the path of a file holding the value (Docker and Ansible secrets).
+given as NAME_FILE, the path of a file holding the value (Docker and Ansible secrets); the
+helpers (web/env.py) refuse a value they cannot read, naming the variable.
 Production fails closed: no default SECRET_KEY and DEBUG off unless DEV_MODE is set.
 """
 
@@ -13,35 +14,9 @@ from pathlib import Path
 
 import dj_database_url
 
+from web.env import LOG_FORMAT, env, env_bool, env_float, env_int, env_list, log_handlers
+
 BASE_DIR = Path(__file__).resolve().parent.parent
-
-
-def env(name: str, default: str = "") -> str:
-    """The value of NAME, or of the file named by NAME_FILE, or the default (also when
-    NAME is set but empty, as compose and systemd env files leave unset values)."""
-    if os.environ.get(name):
-        return os.environ[name]
-    path = os.environ.get(f"{name}_FILE")
-    if path:
-        return Path(path).read_text().strip()
-    return default
-
-
-def env_bool(name: str, default: bool = False) -> bool:
-    value = env(name, "1" if default else "0").strip().lower()
-    return value in ("1", "true", "yes", "on")
-
-
-def env_int(name: str, default: int) -> int:
-    return int(env(name, str(default)))
-
-
-def env_float(name: str, default: float) -> float:
-    return float(env(name, str(default)))
-
-
-def env_list(name: str, default: str = "") -> list[str]:
-    return [item.strip() for item in env(name, default).split(",") if item.strip()]
 
 
 VAR_DIR = Path(env("VAR_DIR", str(BASE_DIR / "var")))
@@ -216,24 +191,17 @@ LOG_LEVEL = env("LOG_LEVEL", "INFO")
 LOG_DIR = Path(env("LOG_DIR", str(VAR_DIR / "log")))
 LOG_TO_FILE = env_bool("LOG_TO_FILE", default=True)
 LOG_DIR.mkdir(parents=True, exist_ok=True)
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"
-_handlers = ["console"] + (["file"] if LOG_TO_FILE else [])
+_handlers = log_handlers(
+    LOG_DIR if LOG_TO_FILE else None,
+    max_bytes=env_int("LOG_FILE_MAX_BYTES", 10 * 1024 * 1024),
+    backups=env_int("LOG_FILE_BACKUPS", 5),
+)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": LOG_FORMAT}},
-    "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
-        "file": {
-            # Gunicorn workers and the monitor share the file: a lock-aware rotating handler.
-            "class": "concurrent_log_handler.ConcurrentRotatingFileHandler",
-            "filename": str(LOG_DIR / "service.log"),
-            "maxBytes": env_int("LOG_FILE_MAX_BYTES", 10 * 1024 * 1024),
-            "backupCount": env_int("LOG_FILE_BACKUPS", 5),
-            "formatter": "plain",
-        },
-    },
-    "root": {"handlers": _handlers, "level": LOG_LEVEL},
+    "handlers": _handlers,
+    "root": {"handlers": list(_handlers), "level": LOG_LEVEL},
     "loggers": {
         # brokerauth.decision logs one line per login and per ACL denial (allows at DEBUG).
         "brokerauth": {"level": env("BROKERAUTH_LOG_LEVEL", LOG_LEVEL)},
