@@ -5,7 +5,7 @@
 Values given with --set win over the environment, which wins over the template's own
 "# default KEY=VALUE" comment lines. A placeholder without a value is an error (exit 2)
 naming every missing key, so a half-rendered config never reaches Mosquitto. The output
-holds the broker's HTTP secret, so it is written with mode 0600.
+holds the broker's HTTP secret, so it is written with mode 0600 (web/secretfile.py).
 """
 
 from __future__ import annotations
@@ -17,6 +17,11 @@ import string
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+# Run by path (Ansible with the system's python3, the compose render step, bin/run): the
+# repository root is not on sys.path, and web/secretfile.py is standard library only.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from web import secretfile  # noqa: E402
 
 DEFAULT_LINE = re.compile(r"^#\s*default\s+([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.MULTILINE)
 
@@ -63,10 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if str(args.out) == "-":
         sys.stdout.write(text)
         return 0
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
+    secretfile.write(args.out, text)
     return 0
 
 

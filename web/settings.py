@@ -8,12 +8,12 @@ Production fails closed: no default SECRET_KEY and DEBUG off unless DEV_MODE is 
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
 import dj_database_url
 
+from web import secretfile
 from web.env import LOG_FORMAT, env, env_bool, env_float, env_int, env_list, log_handlers
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -26,14 +26,7 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 def dev_secret(name: str) -> str:
     """A secret generated once and kept under var/ (development mode only)."""
     path = VAR_DIR / name
-    # Created 0600, never readable by others even for a moment; O_EXCL: one process wins.
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(48))
+    secretfile.create(path, secrets.token_urlsafe(48))
     return path.read_text().strip()
 
 

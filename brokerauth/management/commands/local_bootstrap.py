@@ -15,6 +15,7 @@ from django.core.management.base import BaseCommand
 
 from brokerauth.acl import Access
 from brokerauth.models import Account, Rule
+from web import secretfile
 
 
 class Command(BaseCommand):
@@ -46,6 +47,5 @@ class Command(BaseCommand):
             Rule.objects.create(account=account, pattern="devices/%u/#", access=Access.ALL)
         else:
             account.change_password(password)
-        path.touch(mode=0o600)
-        path.write_text(password)
+        secretfile.write(path, password)
         self.stdout.write(f"Demo device: demo / {password} (kept in {path})")

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 from typing import Any
@@ -12,14 +11,7 @@ from django.db import transaction
 from brokerauth.models import Account
 from monitor import account as monitor_account
 from monitor import testservice
-
-
-def write_secret(path: Path, value: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(value + "\n")
-    path.chmod(0o600)
+from web import secretfile
 
 
 class Command(BaseCommand):
@@ -58,5 +50,5 @@ class Command(BaseCommand):
         elif options["print"]:
             self.stdout.write(f"MONITOR_PASSWORD={password}")
         else:
-            write_secret(options["password_file"], password)
+            secretfile.write(options["password_file"], password + "\n")
             self.stdout.write(f"Password written to {options['password_file']} (mode 0600).")

@@ -18,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from brokerauth.acl import Access
 from brokerauth.models import Account, Rule
-from monitor.management.commands.monitor_account import write_secret
+from web import secretfile
 
 PASSWORD_FILE = "demo_device_password"
 
@@ -104,7 +104,7 @@ class Command(BaseCommand):
         if not path.exists():
             if not create:
                 raise CommandError("No demo accounts yet: run with --create-accounts once.")
-            write_secret(path, secrets.token_urlsafe(18))
+            secretfile.write(path, secrets.token_urlsafe(18) + "\n")
         password = path.read_text().strip()
         if create:
             for name in names:
