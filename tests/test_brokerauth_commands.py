@@ -46,12 +46,3 @@ def test_prune_audit_keeps_recent_rows(db: Any) -> None:
         )
     assert "Deleted 1 audit rows" in run("prune_audit", "--days", "30")
     assert AuthEvent.objects.count() == 1
-
-
-def test_local_bootstrap_creates_the_operator_and_demo_device_once(settings: Any) -> None:
-    first = run("local_bootstrap")
-    assert "Operator login: admin / " in first
-    password = (settings.VAR_DIR / "demo-password").read_text()
-    assert Account.objects.get(username="demo").check_password(password)
-    second = run("local_bootstrap")
-    assert "exists" in second and "Demo device" not in second

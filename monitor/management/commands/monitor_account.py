@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -8,6 +7,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
+from brokerauth import passwords
 from brokerauth.models import Account
 from monitor import account as monitor_account
 from monitor import testservice
@@ -32,13 +32,13 @@ class Command(BaseCommand):
         account = Account.objects.filter(username=username).first()
         password = None
         if account is None:
-            password = secrets.token_urlsafe(32)
+            password = passwords.generate()
             account = Account.objects.create_account(
                 username, password, description=monitor_account.DESCRIPTION
             )
             self.stdout.write(f"Created MQTT account {username!r}.")
         elif options["rotate"]:
-            password = secrets.token_urlsafe(32)
+            password = passwords.generate()
             account.change_password(password)
             self.stdout.write(f"Rotated the password of {username!r}; restart the monitor.")
         added = monitor_account.ensure_rules(account) + testservice.ensure_probe_rule(account)

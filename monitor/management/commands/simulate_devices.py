@@ -2,13 +2,11 @@ from __future__ import annotations
 
 import json
 import random
-import secrets
 import signal
 import ssl
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -16,11 +14,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from paho.mqtt.enums import CallbackAPIVersion
 
-from brokerauth.acl import Access
-from brokerauth.models import Account, Rule
-from web import secretfile
-
-PASSWORD_FILE = "demo_device_password"
+from monitor import demo
 
 
 @dataclass
@@ -61,7 +55,7 @@ class Command(BaseCommand):
             "--create-accounts",
             action="store_true",
             help="Create missing accounts with a devices/%%u/# rule; the shared demo password "
-            f"is kept in VAR_DIR/{PASSWORD_FILE} (0600).",
+            f"is kept in VAR_DIR/{demo.PASSWORD_FILE} (0600).",
         )
         parser.add_argument(
             "--churn",
@@ -100,19 +94,12 @@ class Command(BaseCommand):
             self.stdout.write(f"Stopped: {sent} messages sent by {len(devices)} devices.")
 
     def password(self, names: list[str], create: bool) -> str:
-        path = Path(settings.VAR_DIR) / PASSWORD_FILE
-        if not path.exists():
-            if not create:
-                raise CommandError("No demo accounts yet: run with --create-accounts once.")
-            secretfile.write(path, secrets.token_urlsafe(18) + "\n")
-        password = path.read_text().strip()
+        password = demo.shared_password(create=create)
+        if password is None:
+            raise CommandError("No demo accounts yet: run with --create-accounts once.")
         if create:
             for name in names:
-                if not Account.objects.filter(username=name).exists():
-                    account = Account.objects.create_account(
-                        name, password, description="demo device (simulate_devices)"
-                    )
-                    Rule.objects.create(account=account, pattern="devices/%u/#", access=Access.ALL)
+                demo.ensure_device(name, password)
         return password
 
     def device(self, name: str, password: str, options: dict[str, Any]) -> Device:
