@@ -8,12 +8,25 @@ password, and grants both.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from django.conf import settings
 
 from brokerauth.acl import Access
 from brokerauth.models import Account, Rule
 
 DESCRIPTION = "The monitor's service account (manage.py monitor_account)."
+
+
+def password() -> str:
+    """MONITOR_PASSWORD (or MONITOR_PASSWORD_FILE), else what monitor_account wrote to
+    MONITOR_PASSWORD_PATH; "" when there is neither (system check monitor.W001)."""
+    if settings.MONITOR_PASSWORD:
+        return settings.MONITOR_PASSWORD
+    try:
+        return Path(settings.MONITOR_PASSWORD_PATH).read_text().strip()
+    except FileNotFoundError:
+        return ""
 
 
 def required_patterns() -> list[str]:

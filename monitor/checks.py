@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.checks import Error, Warning, register
 
 from brokerauth import topics
+from monitor import account
 
 
 @register()
@@ -46,7 +47,7 @@ def check_monitor(**kwargs: Any) -> list[Error | Warning]:
 @register(deploy=True)
 def check_monitor_account(**kwargs: Any) -> list[Warning]:
     problems: list[Warning] = []
-    if not settings.MONITOR_PASSWORD:
+    if not account.password():
         problems.append(
             Warning(
                 "The monitor has no MQTT password: manage.py monitor cannot log in.",

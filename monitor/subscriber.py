@@ -27,7 +27,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from monitor import presence
+from monitor import account, presence
 from monitor.ingest import Ingest
 from monitor.models import MonitorState
 
@@ -43,7 +43,7 @@ class Options:
     port: int = field(default_factory=lambda: settings.MQTT_PORT)
     ca_file: str = field(default_factory=lambda: settings.MQTT_CA_FILE)
     username: str = field(default_factory=lambda: settings.MONITOR_USERNAME)
-    password: str = field(default_factory=lambda: settings.MONITOR_PASSWORD)
+    password: str = field(default_factory=account.password)
     client_id: str = field(default_factory=lambda: settings.MONITOR_CLIENT_ID)
     telemetry_topics: list[str] = field(default_factory=lambda: settings.TELEMETRY_TOPICS)
     share_group: str = field(default_factory=lambda: settings.TELEMETRY_SHARE_GROUP)

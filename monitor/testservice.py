@@ -33,6 +33,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from brokerauth.acl import Access
 from brokerauth.models import Account, Rule
+from monitor import account as monitor_account
 from monitor.models import MonitorState
 
 
@@ -252,7 +253,7 @@ def configured_round_trip() -> list[Step]:
         port=settings.MQTT_PORT,
         ca_file=settings.MQTT_CA_FILE or None,
         username=settings.MONITOR_USERNAME,
-        password=settings.MONITOR_PASSWORD,
+        password=monitor_account.password(),
         topic=settings.TEST_SERVICE_TOPIC,
     )
     return run_round_trip(

@@ -25,6 +25,7 @@ from django.conf import settings
 from django.core.management import get_commands
 
 from tests.brokers import free_port, wait_for
+from web import secretfile
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "compose.yml").read_text())
@@ -379,6 +380,7 @@ def access_lines(tmp_path: Path, **env: str) -> tuple[str, str]:
         "WEB_CONCURRENCY": "1",
         **env,
     }
+    secretfile.create_dev_secrets(tmp_path / "var")  # as bin/run and bin/test do for DEV_MODE
     console, log = tmp_path / "console.txt", tmp_path / "log" / "service.log"
 
     def logged() -> str:

@@ -131,6 +131,53 @@ def test_gunicorn_stops_on_a_value_it_cannot_read(tmp_path: Path) -> None:
     assert "GUNICORN_THREADS='four' is not a whole number" in result.stdout + result.stderr
 
 
+def test_importing_the_settings_creates_nothing_and_reads_no_password(tmp_path: Path) -> None:
+    env = production_env(tmp_path, LOG_TO_FILE="1", LOG_DIR=str(tmp_path / "log"))
+    del env["MONITOR_PASSWORD"]
+    code = "import web.settings as s; print(repr(s.MONITOR_PASSWORD))"
+    run = [sys.executable, "-c", code]
+    result = subprocess.run(run, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "''"
+    assert [p.name for p in tmp_path.iterdir()] == []  # no var/, static/ or log/ made
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "monitor_password").write_text("from monitor_account\n")
+    result = subprocess.run(run, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "''"  # the monitor reads that file, not the settings
+
+
+def test_the_monitor_finds_the_password_file_and_warns_without_one(tmp_path: Path) -> None:
+    env = production_env(tmp_path)
+    del env["MONITOR_PASSWORD"]
+    result = manage(env, "check", "--deploy", "--fail-level", "WARNING")
+    assert result.returncode != 0 and "monitor.W001" in result.stderr
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "monitor_password").write_text("from monitor_account\n")
+    result = manage(env, "check", "--deploy", "--fail-level", "WARNING")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_missing_database_directory_is_a_system_check_error(tmp_path: Path) -> None:
+    env = production_env(tmp_path, DATABASE_URL=f"sqlite:///{tmp_path / 'no' / 'db.sqlite3'}")
+    result = manage(env, "check")
+    assert result.returncode != 0
+    assert "web.E001" in result.stderr and "does not exist" in result.stderr
+
+
+def test_dev_mode_reads_its_secrets_and_says_how_to_make_them(tmp_path: Path) -> None:
+    env = production_env(tmp_path, DEV_MODE="1")
+    del env["SECRET_KEY"], env["MQTT_AUTH_SECRET"]
+    result = manage(env, "check")
+    assert result.returncode != 0
+    assert f"Run `python -m web.secretfile {tmp_path / 'var'}` once" in result.stderr
+    make = [sys.executable, "-m", "web.secretfile", str(tmp_path / "var")]
+    subprocess.run(make, cwd=ROOT, check=True)
+    values = settings_values(env, "SECRET_KEY", "MQTT_AUTH_SECRET", "DEBUG")
+    assert values["SECRET_KEY"] == (tmp_path / "var" / "secret_key").read_text()
+    assert values["MQTT_AUTH_SECRET"] == (tmp_path / "var" / "mqtt_auth_secret").read_text()
+    assert values["DEBUG"] is True
+
+
 def test_secret_key_file_is_read(tmp_path: Path) -> None:
     key = secrets.token_urlsafe(50)
     key_file = tmp_path / "secret_key"

@@ -4,30 +4,47 @@ Every variable is listed in the README's configuration table. A variable NAME ca
 given as NAME_FILE, the path of a file holding the value (Docker and Ansible secrets); the
 helpers (web/env.py) refuse a value they cannot read, naming the variable.
 Production fails closed: no default SECRET_KEY and DEBUG off unless DEV_MODE is set.
+
+Importing this module reads the environment and the files it names, nothing else: it creates
+no directory and no file. VAR_DIR is made by whoever puts files there (bin/run, bin/test,
+the deployments), the log directory by the log handler, the monitor's password is read by
+the monitor (monitor/account.py), and system checks report what is missing (web.E001).
 """
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 
 import dj_database_url
 
-from web import secretfile
-from web.env import LOG_FORMAT, env, env_bool, env_float, env_int, env_list, log_handlers
+from web.env import (
+    LOG_FORMAT,
+    ConfigError,
+    env,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    log_handlers,
+    read_file,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
 VAR_DIR = Path(env("VAR_DIR", str(BASE_DIR / "var")))
-VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 
 def dev_secret(name: str) -> str:
-    """A secret generated once and kept under var/ (development mode only)."""
-    path = VAR_DIR / name
-    secretfile.create(path, secrets.token_urlsafe(48))
-    return path.read_text().strip()
+    """A development secret from VAR_DIR, where `python -m web.secretfile VAR_DIR` generated
+    it (bin/run and bin/test do, before anything loads the settings)."""
+    try:
+        return read_file(f"DEV_MODE's {name}", VAR_DIR / name)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{exc} Run `python -m web.secretfile {VAR_DIR}` once (bin/run and bin/test do), "
+            f"or set {name.upper()}."
+        ) from None
 
 
 # Local development: generated secrets, DEBUG on unless asked otherwise.
@@ -126,7 +143,6 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env("STATIC_ROOT", str(VAR_DIR / "static")))
-STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "web" / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -183,7 +199,6 @@ AUDIT_RETENTION_DAYS = env_int("AUDIT_RETENTION_DAYS", 30)
 LOG_LEVEL = env("LOG_LEVEL", "INFO")
 LOG_DIR = Path(env("LOG_DIR", str(VAR_DIR / "log")))
 LOG_TO_FILE = env_bool("LOG_TO_FILE", default=True)
-LOG_DIR.mkdir(parents=True, exist_ok=True)
 _handlers = log_handlers(
     LOG_DIR if LOG_TO_FILE else None,
     max_bytes=env_int("LOG_FILE_MAX_BYTES", 10 * 1024 * 1024),
@@ -250,10 +265,9 @@ MQTT_CA_FILE = env("MQTT_CA_FILE", str(VAR_DIR / "certs" / "ca.crt"))
 # The monitor's own MQTT account, made and rotated by `manage.py monitor_account`, which
 # writes the password to VAR_DIR/monitor_password (0600) unless it is given here.
 MONITOR_USERNAME = env("MONITOR_USERNAME", "mqtt-monitor")
+# The monitor reads the file when it needs the password (monitor.account.password()).
 MONITOR_PASSWORD_PATH = VAR_DIR / "monitor_password"
-MONITOR_PASSWORD = env("MONITOR_PASSWORD") or (
-    MONITOR_PASSWORD_PATH.read_text().strip() if MONITOR_PASSWORD_PATH.exists() else ""
-)
+MONITOR_PASSWORD = env("MONITOR_PASSWORD")
 MONITOR_CLIENT_ID = env("MONITOR_CLIENT_ID", "mqtt-service-monitor")
 # How long the broker keeps the monitor's session (and its queued QoS 1 telemetry) while away.
 MONITOR_SESSION_EXPIRY = env_int("MONITOR_SESSION_EXPIRY", 7 * 24 * 3600)

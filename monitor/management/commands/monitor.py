@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
+from monitor import account
 from monitor.subscriber import Options, Subscriber
 
 
@@ -35,7 +36,7 @@ class Command(BaseCommand):
             raise CommandError(
                 f"MQTT_CA_FILE {settings.MQTT_CA_FILE} is missing: run certs/make-certs.sh."
             )
-        if not settings.MONITOR_PASSWORD:
+        if not account.password():
             raise CommandError("No MONITOR_PASSWORD: run manage.py monitor_account first.")
         use_monitor_application_name()
         monitor = Subscriber(
