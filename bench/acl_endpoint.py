@@ -1,6 +1,6 @@
 """ACL endpoint throughput and latency under Gunicorn, against the framework's floor.
 
-    .venv/bin/python bench/acl_endpoint.py [--seconds 10] [--concurrency 16]
+    .venv/bin/python -m bench.acl_endpoint [--seconds 10] [--concurrency 16]
 
 Starts Gunicorn (gthread workers, keep-alive) on a scratch SQLite database under
 var/bench, seeds accounts with group and account rules, then drives with `hey` (Go's HTTP
@@ -23,14 +23,14 @@ import signal
 import socket
 import statistics
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
+from tests.brokers import free_port, wait_for
+from web import secretfile
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = str(ROOT / ".venv" / "bin" / "python")
-sys.path.insert(0, str(ROOT))  # run as a script: the test harness's helpers
-from tests.brokers import free_port, wait_for  # noqa: E402
 
 
 def bench_env(var: Path, **extra: str) -> dict[str, str]:
@@ -159,6 +159,7 @@ def main() -> None:
     var = ROOT / "var" / "bench" / "acl"
     shutil.rmtree(var, ignore_errors=True)
     var.mkdir(parents=True)
+    secretfile.create_dev_secrets(var)
     env = bench_env(var)
     subprocess.run([PY, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     subprocess.run([PY, "manage.py", "shell", "-c", SEED], cwd=ROOT, env=env, check=True)

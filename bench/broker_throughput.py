@@ -1,6 +1,6 @@
 """Broker throughput and login storms: Mosquitto's own files against delegated auth.
 
-    .venv/bin/python bench/broker_throughput.py [--runs 3] [--messages 20000] [--qos 1]
+    .venv/bin/python -m bench.broker_throughput [--runs 3] [--messages 20000] [--qos 1]
 
 One run of this script measures, on the same mosquitto build, three brokers, each on its own
 free port over TLS, rendered from mosquitto/mosquitto.conf.template so that everything but the
@@ -43,14 +43,18 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # run as a script: the test harness's broker helpers
-
-from tests.brokers import current_user, free_port, make_certs, wait_for  # noqa: E402
+from tests.brokers import (
+    PLUGIN,
+    ROOT,
+    TEMPLATE,
+    current_user,
+    free_port,
+    make_certs,
+    wait_for,
+)
+from web import secretfile
 
 PY = str(ROOT / ".venv" / "bin" / "python")
-PLUGIN = ROOT / "mosquitto" / "plugin" / "auth_http.so"
-TEMPLATE = ROOT / "mosquitto" / "mosquitto.conf.template"
 PASSWORD = "bench device password"
 CONFIGS = ("files", "cached", "uncached")
 PHASE_TIMEOUT = 300.0  # seconds: no phase may run longer than this
@@ -477,6 +481,7 @@ def main() -> int:
     var = ROOT / "var" / "bench" / "broker"
     shutil.rmtree(var, ignore_errors=True)
     var.mkdir(parents=True)
+    secretfile.create_dev_secrets(var)
     certs = make_certs(var / "certs")
     secret = secrets.token_urlsafe(24)
     env = django_env(var, secret)

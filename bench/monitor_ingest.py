@@ -1,7 +1,7 @@
 """Monitor ingest: readings stored per second with zero loss, against a bare paho subscriber.
 
-    .venv/bin/python bench/monitor_ingest.py [--messages 40000] [--metrics 5] [--publishers 2]
-    .venv/bin/python bench/monitor_ingest.py --database-url postgres://postgres@127.0.0.1:5432/x
+    .venv/bin/python -m bench.monitor_ingest [--messages 40000] [--metrics 5] [--publishers 2]
+    .venv/bin/python -m bench.monitor_ingest --database-url postgres://postgres@127.0.0.1:5432/x
 
 One run: a Mosquitto rendered from mosquitto/mosquitto.conf.template on a free port (TLS, the
 project's plugin with its decision cache on, asking a stand-in that allows everything, so auth
@@ -32,15 +32,15 @@ import multiprocessing as mp
 import os
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from web import secretfile
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 VAR = ROOT / "var" / "bench" / "monitor"
 FILTER = "devices/+/telemetry"
 
@@ -133,6 +133,7 @@ def main() -> None:
     parser.add_argument("--database-url", default="")
     args = parser.parse_args()
 
+    secretfile.create_dev_secrets(VAR)
     os.environ.update(
         DEV_MODE="1",
         VAR_DIR=str(VAR),

@@ -1,7 +1,7 @@
 """Server time of the operator pages and the telemetry API on a large data set.
 
-    .venv/bin/python bench/web_pages.py [--runs 40]                     # SQLite
-    .venv/bin/python bench/web_pages.py --database-url postgres://postgres@127.0.0.1:5432/x
+    .venv/bin/python -m bench.web_pages [--runs 40]                     # SQLite
+    .venv/bin/python -m bench.web_pages --database-url postgres://postgres@127.0.0.1:5432/x
 
 Seeds (bulk_create) 10,000 clients, 1,000,000 readings and 100,000 audit rows into a scratch
 database (var/bench-web/ for SQLite; the named PostgreSQL database is dropped and re-created),
@@ -22,6 +22,8 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from web import secretfile
+
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var" / "bench-web"
 CLIENTS, READINGS, HOT_READINGS, AUDIT = 10_000, 1_000_000, 100_000, 100_000
@@ -39,7 +41,7 @@ def setup(database_url: str | None) -> None:
         VAR.mkdir(parents=True, exist_ok=True)
         for suffix in ("", "-wal", "-shm"):
             (VAR / f"db.sqlite3{suffix}").unlink(missing_ok=True)
-    sys.path.insert(0, str(ROOT))
+    secretfile.create_dev_secrets(VAR)
     import django
 
     django.setup()

@@ -1,0 +1,1 @@
+"""The test suite; tests/brokers.py is also the benchmarks' harness (bench/)."""
