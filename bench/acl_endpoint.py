@@ -158,7 +158,7 @@ def main() -> None:
 
     var = ROOT / "var" / "bench" / "acl"
     shutil.rmtree(var, ignore_errors=True)
-    var.mkdir(parents=True)
+    (var / "static").mkdir(parents=True)  # STATIC_ROOT: WhiteNoise warns when it is missing
     secretfile.create_dev_secrets(var)
     env = bench_env(var)
     subprocess.run([PY, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)

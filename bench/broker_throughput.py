@@ -480,7 +480,7 @@ def main() -> int:
 
     var = ROOT / "var" / "bench" / "broker"
     shutil.rmtree(var, ignore_errors=True)
-    var.mkdir(parents=True)
+    (var / "static").mkdir(parents=True)  # STATIC_ROOT: WhiteNoise warns when it is missing
     secretfile.create_dev_secrets(var)
     certs = make_certs(var / "certs")
     secret = secrets.token_urlsafe(24)
