@@ -13,11 +13,14 @@ HTTPS off, and a secret file that cannot be read must not leave the secret empty
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 # One line format for Django, the monitor and Gunicorn: they write the same file.
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"
 
+N = TypeVar("N", int, float)
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off")
 
@@ -61,23 +64,21 @@ def env_bool(name: str, default: bool = False) -> bool:
 
 
 def env_int(name: str, default: int) -> int:
-    value = env(name).strip()
-    if not value:
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise ConfigError(f"{name}={value!r} is not a whole number (such as {default}).") from None
+    return _number(name, default, int, "a whole number")
 
 
 def env_float(name: str, default: float) -> float:
+    return _number(name, default, float, "a number")
+
+
+def _number(name: str, default: N, parse: Callable[[str], N], what: str) -> N:
     value = env(name).strip()
     if not value:
         return default
     try:
-        return float(value)
+        return parse(value)
     except ValueError:
-        raise ConfigError(f"{name}={value!r} is not a number (such as {default:g}).") from None
+        raise ConfigError(f"{name}={value!r} is not {what} (such as {default:g}).") from None
 
 
 def env_list(name: str, default: str = "") -> list[str]:
