@@ -3,7 +3,9 @@
 The one writer of such files: the monitor's password (`manage.py monitor_account`), the demo
 devices' password (monitor/demo.py), DEV_MODE's generated secrets, and the rendered broker
 config, which holds the broker's HTTP secret (mosquitto/render.py). Standard library only:
-Ansible runs mosquitto/render.py with the system's python3.
+Ansible runs mosquitto/render.py with the system's python3. Like web/env.py it belongs to the
+project package, beside the settings, not to the UI: the apps may import it as they read the
+settings, and it imports none of them.
 
     python -m web.secretfile VAR_DIR     creates DEV_MODE's secrets there, once (bin/run, bin/test)
 """
