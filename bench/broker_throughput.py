@@ -137,7 +137,7 @@ from brokerauth import passwords
 from brokerauth.acl import Access
 from brokerauth.models import Account, Group, Rule
 names = sys.stdin.read().split()
-hashed = passwords.make_hash({password!r})  # one bcrypt (cost 12) hash, shared by the fleet
+hashed = passwords.hash_password({password!r})  # one bcrypt (cost 12) hash, shared by the fleet
 Account.objects.bulk_create([Account(username=n, password_hash=hashed) for n in names])
 sub = Account.objects.get(username="bench-sub")
 Rule.objects.create(account=sub, pattern="bench/#", access=Access.SUBSCRIBE)

@@ -24,20 +24,22 @@ class PasswordFields(forms.ModelForm):
     generate = forms.BooleanField(
         required=False,
         label="Generate a random password",
-        help_text="It is shown once after saving, then only its bcrypt hash is kept.",
+        help_text="A generated secret is shown once after saving and stored as "
+        "PBKDF2-SHA512, checked in microseconds; a chosen password keeps bcrypt.",
     )
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
-        if data.get("generate"):
-            data["new_password"] = passwords.generate()
         password = data.get("new_password") or ""
-        if password:
+        if password and data.get("generate"):
+            self.add_error("generate", "Either type a password or generate one, not both.")
+        elif password:
             try:
                 passwords.validate(password)
             except ValidationError as exc:
                 self.add_error("new_password", exc)
-        if not password and not (self.instance.pk and self.instance.password_hash):
+        new = not (self.instance.pk and self.instance.password_hash)
+        if new and not password and not data.get("generate"):
             self.add_error("new_password", "A new account needs a password (or generate one).")
         return data
 
@@ -62,12 +64,20 @@ class AccountAdmin(admin.ModelAdmin):
         "is_active",
         "is_superuser",
         "client_id",
+        "credential",
         "last_login_at",
         "lockout",
     ]
-    list_filter = ["is_active", "is_superuser", "groups"]
+    list_filter = ["is_active", "is_superuser", "credential", "groups"]
     search_fields = ["username", "client_id", "description"]
-    readonly_fields = ["created_at", "changed_at", "last_login_at", "failed_logins", "locked_until"]
+    readonly_fields = [
+        "credential_text",
+        "created_at",
+        "changed_at",
+        "last_login_at",
+        "failed_logins",
+        "locked_until",
+    ]
     fields = [
         "username",
         "new_password",
@@ -81,6 +91,10 @@ class AccountAdmin(admin.ModelAdmin):
     inlines = [MembershipInline, RuleInline]
     actions = ["unlock", "disable"]
 
+    @admin.display(description="credential")
+    def credential_text(self, account: Account) -> str:
+        return account.credential_text
+
     @admin.display(description="lockout")
     def lockout(self, account: Account) -> str:
         if account.is_locked(timezone.now()):
@@ -90,6 +104,7 @@ class AccountAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Account, form: Any, change: bool) -> None:
         # Through the model's own methods, as the UI and the API do (see Account.edit).
         password = form.cleaned_data.get("new_password") or ""
+        generate = bool(form.cleaned_data.get("generate"))
         if change:
             changes = {
                 name: form.cleaned_data[name]
@@ -97,9 +112,11 @@ class AccountAdmin(admin.ModelAdmin):
                 if name not in ("new_password", "generate")
             }
             obj.edit(password=password, **changes)
+            if generate:
+                password = obj.reset_password()
         else:
-            obj.save_new(password)
-        if form.cleaned_data.get("generate"):
+            password = obj.save_new(password)
+        if generate:
             messages.warning(
                 request,
                 f"Password of {obj.username}: {password} (shown once; copy it now).",

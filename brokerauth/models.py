@@ -82,9 +82,25 @@ class AccountQuerySet(models.QuerySet["Account"]):
         return acl.decide(self.subject(username), clientid, topic, access)
 
 
+class Credential(models.TextChoices):
+    """Where an account's secret came from, which decides how it is stored (passwords.py)."""
+
+    GENERATED = "generated", "generated secret"
+    PASSWORD = "password", "chosen password"
+    IMPORTED = "imported", "imported hash"
+
+
 class Account(models.Model):
     username = models.CharField(max_length=255, unique=True)
     password_hash = models.CharField(max_length=128, editable=False)
+    credential = models.CharField(
+        max_length=10,
+        choices=Credential.choices,
+        default=Credential.PASSWORD,
+        editable=False,
+        help_text="A generated secret is stored as PBKDF2-SHA512 and checked in microseconds; "
+        "a chosen password keeps bcrypt; an imported Mosquitto hash is kept as it is.",
+    )
     is_active = models.BooleanField("active", default=True)
     is_superuser = models.BooleanField(
         "superuser", default=False, help_text="Allowed every topic, without rules."
@@ -118,21 +134,43 @@ class Account(models.Model):
     # goes with a change is written once: the password rules (passwords.validate), the
     # lockout reset, and the policy note, `changed_at`, which every process's
     # policy_fingerprint() watches. A change feed to the broker would be noted here too.
-    def save_new(self, password: str) -> None:
-        """Save this new account with its first password, validated."""
-        self._set_password(password)
+    def save_new(self, password: str = "", *, generated: bool = False) -> str:
+        """Save this new account and return its secret, to be shown once: `password` as
+        chosen (bcrypt), or a generated secret (`$7$`) when no password is given, or when
+        `generated` says the caller made `password` with passwords.generate() (the demo
+        devices share one kept in a file)."""
+        if password and not generated:
+            self._set_password(password)
+        else:
+            password = self._set_secret(password)
         self.full_clean()
         self.save()
+        return password
 
     def change_password(self, raw: str) -> None:
+        """A password an operator chose (bcrypt)."""
         self._set_password(raw)
-        self.save(update_fields=["password_hash", "failed_logins", "locked_until", "changed_at"])
+        self._save_credential()
 
-    def reset_password(self) -> str:
-        """Set a generated password and return it, to be shown once."""
-        password = passwords.generate()
-        self.change_password(password)
-        return password
+    def reset_password(self, secret: str = "") -> str:
+        """Give the account a generated secret and return it, to be shown once: a new one,
+        or `secret` made by passwords.generate() and kept by the caller."""
+        secret = self._set_secret(secret)
+        self._save_credential()
+        return secret
+
+    def import_hash(self, stored: str) -> None:
+        """Keep a hash from a mosquitto_passwd file as it is (`$6$` or `$7$`): the device's
+        password does not change. Saves a new account too."""
+        if passwords.parse_mosquitto(stored) is None:
+            raise ValidationError({"password_hash": "not a Mosquitto $6$ or $7$ hash"})
+        self.password_hash, self.credential = stored, Credential.IMPORTED
+        self.failed_logins, self.locked_until = 0, None
+        if self.pk is None:
+            self.full_clean()
+            self.save()
+        else:
+            self._save_credential()
 
     def set_active(self, active: bool) -> None:
         """Enable or disable the account: a disabled one can neither log in nor pass a check."""
@@ -161,8 +199,30 @@ class Account(models.Model):
     def _set_password(self, raw: str) -> None:
         """A new password (not saved); it also lifts a lockout earned by the old one."""
         passwords.validate(raw)
-        self.password_hash = passwords.make_hash(raw)
+        self.password_hash, self.credential = passwords.hash_password(raw), Credential.PASSWORD
         self.failed_logins, self.locked_until = 0, None
+
+    def _set_secret(self, secret: str) -> str:
+        secret = secret or passwords.generate()
+        if not passwords.looks_generated(secret):
+            raise ValueError("a generated secret comes from passwords.generate()")
+        self.password_hash, self.credential = passwords.hash_secret(secret), Credential.GENERATED
+        self.failed_logins, self.locked_until = 0, None
+        return secret
+
+    def _save_credential(self) -> None:
+        fields = ["password_hash", "credential", "failed_logins", "locked_until", "changed_at"]
+        self.save(update_fields=fields)
+
+    @property
+    def guessable(self) -> bool:
+        """Could this secret be guessed online? Not a generated one (144 random bits)."""
+        return self.credential != Credential.GENERATED
+
+    @property
+    def credential_text(self) -> str:
+        """What the admin, the UI and the API say about the secret: kind and algorithm."""
+        return f"{self.get_credential_display()}, {passwords.algorithm(self.password_hash)}"
 
     def check_password(self, raw: str) -> bool:
         return passwords.verify(raw, self.password_hash)

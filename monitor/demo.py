@@ -25,12 +25,14 @@ def password_path() -> Path:
 
 
 def shared_password(*, create: bool) -> str | None:
-    """The demo devices' password from its file; when there is none, a new one written
-    there if `create`, else None."""
+    """The demo devices' password from its file; when there is none (or an older, shorter
+    one that is not a generated secret), a new one written there if `create`, else None."""
     path = password_path()
     if path.exists():
-        return path.read_text().strip()
-    if not create:
+        password = path.read_text().strip()
+        if passwords.looks_generated(password) or not create:
+            return password
+    elif not create:
         return None
     password = passwords.generate()
     secretfile.write(path, password)
@@ -42,12 +44,14 @@ def ensure_device(name: str, password: str) -> bool:
     its password changed."""
     account = Account.objects.filter(username=name).first()
     if account is None:
-        account = Account.objects.create_account(
-            name, password, description="Demo device of the local stack"
-        )
+        account = Account(username=name, description="Demo device of the local stack")
+        account.save_new(password, generated=passwords.looks_generated(password))
         Rule.objects.create(account=account, pattern="devices/%u/#", access=Access.ALL)
         return True
     if account.check_password(password):
         return False
-    account.change_password(password)
+    if passwords.looks_generated(password):
+        account.reset_password(password)
+    else:  # an older demo password, from before they were all generated secrets
+        account.change_password(password)
     return True

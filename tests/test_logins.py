@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 
 import bcrypt
@@ -51,18 +52,30 @@ def test_remembering_can_be_turned_off(device: Account, bcrypt_calls: list[bytes
     assert len(bcrypt_calls) == 2
 
 
-def test_unknown_usernames_cost_a_bcrypt_verification_too(
-    db: None, bcrypt_calls: list[bytes]
+def test_unknown_usernames_cost_what_a_generated_secret_costs(
+    db: None, bcrypt_calls: list[bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """No bcrypt for a name nobody has (issue 14: random usernames stalled the broker), but
+    one PBKDF2 verification, as for a device account with a generated secret."""
+    secret = Account(username="pump").save_new()
+    pbkdf2: list[int] = []
+    real = hashlib.pbkdf2_hmac
+
+    def spy(name: str, password: bytes, salt: bytes, iterations: int) -> bytes:
+        pbkdf2.append(iterations)
+        return real(name, password, salt, iterations)
+
+    monkeypatch.setattr(hashlib, "pbkdf2_hmac", spy)
     assert not Account.objects.authenticate("ghost", "whatever", "c").allowed
-    assert len(bcrypt_calls) == 1
-    assert bcrypt_calls[0].startswith(b"$2b$04$")  # same cost as real hashes here
+    assert Account.objects.authenticate("pump", secret, "c").allowed
+    assert bcrypt_calls == []
+    assert pbkdf2 == [passwords.PBKDF2_ITERATIONS] * 2
 
 
 def test_passwords_over_72_bytes_are_refused_not_truncated(device: Account) -> None:
     assert not Account.objects.authenticate("alice", DEVICE_PASSWORD + "x" * 80, "c").allowed
     with pytest.raises(passwords.PasswordTooLong):
-        passwords.make_hash("é" * 40)
+        passwords.hash_password("é" * 40)
 
 
 @override_settings(LOGIN_LOCKOUT_THRESHOLD=3, LOGIN_LOCKOUT_BASE_SECONDS=30)

@@ -20,11 +20,19 @@ class AccountSerializer(serializers.ModelSerializer):
         max_length=passwords.MAX_PASSWORD_BYTES,
         validators=[passwords.validate],
         style={"input_type": "password"},
-        help_text="Left out on create: one is generated and returned once as `password`.",
+        help_text="A chosen password (bcrypt). Left out on create: a secret is generated "
+        "(PBKDF2-SHA512, checked in microseconds) and returned once as `password`.",
     )
     groups = serializers.SlugRelatedField(
         many=True, slug_field="name", queryset=Group.objects.all(), required=False
     )
+    credential = serializers.CharField(
+        source="credential_text",
+        read_only=True,
+        help_text="The kind of secret and how it is stored: a generated secret (PBKDF2-SHA512), "
+        "a chosen password (bcrypt) or a hash imported from a mosquitto_passwd file.",
+    )
+    secret: str = ""
 
     class Meta:
         model = Account
@@ -37,6 +45,7 @@ class AccountSerializer(serializers.ModelSerializer):
             "client_id",
             "description",
             "groups",
+            "credential",
             "created_at",
             "changed_at",
             "last_login_at",
@@ -46,8 +55,10 @@ class AccountSerializer(serializers.ModelSerializer):
 
     def create(self, validated_data: dict[str, Any]) -> Account:
         groups = validated_data.pop("groups", [])
-        password = validated_data.pop("password")
-        account = Account.objects.create_account(password=password, **validated_data)
+        password = validated_data.pop("password", "")
+        account = Account(**validated_data)
+        # Given: a chosen password; left out: a generated secret, returned once by the view.
+        self.secret = account.save_new(password)
         account.groups.set(groups)
         return account
 

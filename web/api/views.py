@@ -11,7 +11,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from brokerauth import passwords, topics
+from brokerauth import topics
 from brokerauth.models import Account, AuthEvent, Group, Rule
 from monitor import testservice
 from monitor.models import BrokerStat, BrokerStatSample, Client, Session
@@ -30,14 +30,13 @@ class AccountViewSet(viewsets.ModelViewSet):
     ordering_fields = ["username", "created_at", "last_login_at"]
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        serializer = self.get_serializer(data=request.data)
+        serializer = s.AccountSerializer(data=request.data, context=self.get_serializer_context())
         serializer.is_valid(raise_exception=True)
         given = serializer.validated_data.get("password")
-        password = given or passwords.generate()
-        serializer.save(password=password)
+        serializer.save()
         data = dict(serializer.data)
         if not given:
-            data["password"] = password  # generated: this answer is the only place it appears
+            data["password"] = serializer.secret  # generated: shown in this answer only
         return Response(data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=s.PasswordSerializer, responses={204: None})

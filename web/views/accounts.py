@@ -7,7 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from brokerauth import acl, passwords, topics
+from brokerauth import acl, topics
 from brokerauth.models import Account, AuthEvent, Rule
 from web.forms import AccountEditForm, AccountForm, ExplainForm, RuleForm, join_form
 from web.views import note_policy_change, paginate, query_without_page, staff_required
@@ -31,9 +31,8 @@ def account_list(request: HttpRequest) -> HttpResponse:
 def account_create(request: HttpRequest) -> HttpResponse:
     form = AccountForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        password = passwords.generate()
         account = form.save(commit=False)
-        account.save_new(password)
+        password = account.save_new()
         account.groups.set(form.cleaned_data["groups"])
         # Rendered, not redirected: the password exists only in this one response.
         return render(request, "web/password_once.html", {"account": account, "password": password})

@@ -7,7 +7,6 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
-from brokerauth import passwords
 from brokerauth.models import Account
 from monitor import account as monitor_account
 from monitor import testservice
@@ -32,14 +31,11 @@ class Command(BaseCommand):
         account = Account.objects.filter(username=username).first()
         password = None
         if account is None:
-            password = passwords.generate()
-            account = Account.objects.create_account(
-                username, password, description=monitor_account.DESCRIPTION
-            )
+            account = Account(username=username, description=monitor_account.DESCRIPTION)
+            password = account.save_new()
             self.stdout.write(f"Created MQTT account {username!r}.")
         elif options["rotate"]:
-            password = passwords.generate()
-            account.change_password(password)
+            password = account.reset_password()
             self.stdout.write(f"Rotated the password of {username!r}; restart the monitor.")
         added = monitor_account.ensure_rules(account) + testservice.ensure_probe_rule(account)
         if added:
