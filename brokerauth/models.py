@@ -42,7 +42,9 @@ class AccountQuerySet(models.QuerySet["Account"]):
             passwords.burn(password)
             return Login(False, "unknown account")
         if account.is_locked(now):
-            return Login(False, f"locked after failed logins until {account.locked_until}")
+            # Read by operators on the audit page: to the second, in UTC, without microseconds.
+            until = f"{account.locked_until:%Y-%m-%d %H:%M:%S} UTC"
+            return Login(False, f"locked after failed logins until {until}")
         if not account.is_active:
             passwords.burn(password)
             return Login(False, "account disabled")

@@ -11,6 +11,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from brokerauth.models import Account, Group, Rule
+from tests.conftest import DEVICE_PASSWORD
 
 pytestmark = pytest.mark.django_db
 
@@ -97,22 +98,32 @@ def test_creating_an_account_with_a_password_does_not_echo_it(api: APIClient) ->
 
 
 @pytest.mark.parametrize(
-    ("body", "field"),
+    ("body", "field", "status"),
     [
-        ({"username": "alice"}, "username"),
-        ({"username": ""}, "username"),
-        ({"username": "x", "password": "short"}, "password"),
-        ({"username": "x", "password": "é" * 40}, "password"),  # 80 bytes: more than bcrypt reads
-        ({"username": "x", "groups": ["nope"]}, "groups"),
-        ({"username": "x", "is_active": "maybe"}, "is_active"),
+        ({"username": "alice"}, "username", 409),  # taken
+        ({"username": ""}, "username", 400),
+        ({"username": "x", "password": "short"}, "password", 400),
+        ({"username": "x", "password": "é" * 40}, "password", 400),  # 80 bytes: past bcrypt's 72
+        ({"username": "x", "groups": ["nope"]}, "groups", 404),  # no such group
+        ({"username": "x", "is_active": "maybe"}, "is_active", 400),
+        ({"username": "alice", "is_active": "maybe"}, "is_active", 400),  # malformed wins
     ],
 )
-def test_bad_account_input_is_a_400_naming_the_field(
-    api: APIClient, device: Account, body: dict[str, Any], field: str
+def test_bad_account_input_is_a_4xx_naming_the_field(
+    api: APIClient, device: Account, body: dict[str, Any], field: str, status: int
 ) -> None:
     response = api.post("/api/v1/accounts/", body, format="json")
-    assert response.status_code == 400
+    assert response.status_code == status
     assert field in response.json()
+
+
+def test_a_password_past_72_bytes_is_a_400_on_every_way_in(api: APIClient, device: Account) -> None:
+    url = f"/api/v1/accounts/{device.pk}/"
+    long = {"password": "x" * 73}
+    assert api.post(url + "set-password/", long, format="json").status_code == 400
+    assert api.patch(url, long, format="json").status_code == 400
+    assert api.post(url + "set-password/", long).status_code == 400  # form-encoded
+    assert device.check_password(DEVICE_PASSWORD)
 
 
 def test_updating_and_deleting_an_account(api: APIClient, device: Account) -> None:
@@ -166,8 +177,8 @@ def test_groups_with_members(api: APIClient, device: Account) -> None:
     group_id = response.json()["id"]
     response = api.patch(f"/api/v1/groups/{group_id}/", {"accounts": []}, format="json")
     assert response.json()["accounts"] == []
-    assert api.post("/api/v1/groups/", {"name": "pumps"}).status_code == 400
-    assert api.post("/api/v1/groups/", {"name": "x", "accounts": ["ghost"]}).status_code == 400
+    assert api.post("/api/v1/groups/", {"name": "pumps"}).status_code == 409
+    assert api.post("/api/v1/groups/", {"name": "x", "accounts": ["ghost"]}).status_code == 404
 
 
 def test_rules_are_created_validated_and_filtered(api: APIClient, sensors: Group) -> None:
@@ -187,7 +198,6 @@ def test_rules_are_created_validated_and_filtered(api: APIClient, sensors: Group
         ({"account": "alice", "group": "sensors", "pattern": "a", "access": 1}, "exactly one"),
         ({"account": "alice", "pattern": "a/#/b", "access": 1}, "pattern"),
         ({"account": "alice", "pattern": "a", "access": 9}, "access"),
-        ({"account": "ghost", "pattern": "a", "access": 1}, "account"),
     ],
 )
 def test_bad_rules_are_a_400_with_a_clear_message(
@@ -196,6 +206,20 @@ def test_bad_rules_are_a_400_with_a_clear_message(
     response = api.post("/api/v1/rules/", body, format="json")
     assert response.status_code == 400
     assert message in str(response.json())
+
+
+def test_a_rule_for_an_unknown_account_is_a_404(api: APIClient, sensors: Group) -> None:
+    body = {"account": "ghost", "pattern": "a", "access": 1}
+    response = api.post("/api/v1/rules/", body, format="json")
+    assert response.status_code == 404
+    assert "ghost" in str(response.json()["account"])
+
+
+def test_a_rule_moves_to_the_owner_a_patch_names(api: APIClient, sensors: Group) -> None:
+    rule = Rule.objects.get(group=sensors, access=4)
+    response = api.patch(f"/api/v1/rules/{rule.pk}/", {"account": "alice"}, format="json")
+    assert response.status_code == 200, response.json()
+    assert (response.json()["account"], response.json()["group"]) == ("alice", None)
 
 
 def test_explain_by_get_and_post(api: APIClient, sensors: Group) -> None:

@@ -86,7 +86,9 @@ def test_repeated_failures_lock_the_account_with_backoff(device: Account) -> Non
         device.refresh_from_db()
         assert device.locked_until == timezone.now() + timedelta(seconds=30)
         refused = Account.objects.authenticate("alice", DEVICE_PASSWORD, "c")
-        assert refused.reason.startswith("locked after failed logins")
+        until = device.locked_until
+        assert until is not None
+        assert refused.reason == f"locked after failed logins until {until:%Y-%m-%d %H:%M:%S} UTC"
         clock.shift(31)
         Account.objects.authenticate("alice", "wrong again", "c")
         device.refresh_from_db()

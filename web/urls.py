@@ -47,3 +47,4 @@ urlpatterns = [
     path("metrics", metrics.metrics, name="metrics"),
     path("api/v1/", include("web.api.urls")),
 ]
+handler404 = "web.api.errors.not_found"

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.utils import timezone
@@ -9,7 +9,12 @@ from rest_framework import serializers
 from brokerauth import acl, passwords, topics
 from brokerauth.models import Account, AuthEvent, Group, Rule
 from monitor.models import BrokerStat, BrokerStatSample, Client, LatestValue, Session
-from web import series
+from web import filters, series
+
+# A telemetry query reads at most this much time, and never before EARLIEST: the buckets are
+# aligned on whole hours before `since`, which must stay a date Python can represent.
+MAX_SPAN = timedelta(days=400)
+EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
 
 
 class AccountSerializer(serializers.ModelSerializer):
@@ -94,11 +99,14 @@ class GroupSerializer(serializers.ModelSerializer):
 
 
 class RuleSerializer(serializers.ModelSerializer):
+    """A rule belongs to one account or one group: a new rule (and a PUT) names exactly one of
+    them; a PATCH that names one moves the rule to it."""
+
     account = serializers.SlugRelatedField(
-        slug_field="username", queryset=Account.objects.all(), required=False, allow_null=True
+        slug_field="username", queryset=Account.objects.all(), required=False
     )
     group = serializers.SlugRelatedField(
-        slug_field="name", queryset=Group.objects.all(), required=False, allow_null=True
+        slug_field="name", queryset=Group.objects.all(), required=False
     )
     access_name = serializers.SerializerMethodField()
 
@@ -130,12 +138,13 @@ class RuleSerializer(serializers.ModelSerializer):
         return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        account = attrs.get("account", getattr(self.instance, "account", None))
-        group = attrs.get("group", getattr(self.instance, "group", None))
-        if (account is None) == (group is None):
+        named = [owner for owner in ("account", "group") if attrs.get(owner) is not None]
+        if len(named) == 2 or (not named and not self.partial):
             raise serializers.ValidationError(
                 "A rule belongs to exactly one account or one group: give one of them."
             )
+        if named:
+            attrs["group" if named == ["account"] else "account"] = None
         return attrs
 
 
@@ -143,17 +152,25 @@ class ExplainSerializer(serializers.Serializer):
     username = serializers.CharField(max_length=255)
     client_id = serializers.CharField(max_length=255, allow_blank=True, default="")
     topic = serializers.CharField(max_length=65535)
-    access = serializers.CharField(
-        help_text="receive (1), publish (2) or subscribe (4), by name or number."
+    access = serializers.ChoiceField(
+        choices=[
+            *(access.label for access in acl.REQUEST_ACCESSES),
+            "read",
+            "write",
+            *(str(int(access)) for access in acl.REQUEST_ACCESSES),
+        ],
+        help_text="publish (2, write), subscribe (4) or receive (1, read).",
     )
 
     def validate_access(self, value: str) -> acl.Access:
-        try:
-            return acl.parse_access(value)
-        except ValueError as exc:
-            raise serializers.ValidationError(
-                "access must be receive, publish or subscribe (or 1, 2, 4)."
-            ) from exc
+        return acl.parse_access(value)
+
+
+class ExplainQuerySerializer(ExplainSerializer):
+    """The same question as query parameters: the request line of a GET has room for a topic
+    of a couple of thousand characters (Gunicorn's limit is 4094 bytes); POST longer ones."""
+
+    topic = serializers.CharField(max_length=2000, help_text="A topic, or a filter for subscribe.")
 
 
 class DecisionSerializer(serializers.Serializer):
@@ -231,27 +248,40 @@ class SessionSerializer(serializers.ModelSerializer):
         ]
 
 
+class InstantField(serializers.DateTimeField):
+    """A date and time as an instant in UTC (filters.as_utc: no offset reaches PostgreSQL)."""
+
+    def enforce_timezone(self, value: datetime) -> datetime:
+        if timezone.is_aware(value):
+            return filters.as_utc(value)
+        return super().enforce_timezone(value)
+
+
+def back(when: datetime, span: timedelta) -> datetime:
+    """`span` before `when`, or EARLIEST when that is earlier."""
+    return when - span if when - EARLIEST > span else EARLIEST
+
+
 class TelemetryQuerySerializer(serializers.Serializer):
     client = serializers.CharField(help_text="The client's id number or its MQTT client id.")
     metric = serializers.CharField(required=False, max_length=100)
-    period = serializers.ChoiceField(choices=list(series.PERIODS), required=False)
-    since = serializers.DateTimeField(required=False)
-    until = serializers.DateTimeField(required=False)
+    period = serializers.ChoiceField(
+        choices=list(series.PERIODS),
+        required=False,
+        help_text=f"How far back from `until` (default {series.DEFAULT_PERIOD}); "
+        "`since` wins when both are given.",
+    )
+    since = InstantField(required=False)
+    until = InstantField(required=False, help_text="Default: now.")
     points = serializers.IntegerField(min_value=2, max_value=series.MAX_POINTS, default=500)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if "period" in attrs and "since" in attrs:
-            raise serializers.ValidationError("Give either period or since, not both.")
+        """Any since and until make a range: an empty one (since after until) has no readings,
+        and a query reads at most the MAX_SPAN before `until` (the answer says which range)."""
         until = attrs.get("until") or timezone.now()
-        if "since" in attrs:
-            since = attrs["since"]
-        else:
-            since = until - series.PERIODS[attrs.get("period", series.DEFAULT_PERIOD)][0]
-        if since >= until:
-            raise serializers.ValidationError("since must be before until.")
-        if until - since > timedelta(days=400):
-            raise serializers.ValidationError("A telemetry query spans at most 400 days.")
-        attrs["since"], attrs["until"] = since, until
+        period = series.PERIODS[attrs.get("period", series.DEFAULT_PERIOD)][0]
+        since = max(attrs.get("since") or back(until, period), back(until, MAX_SPAN))
+        attrs["since"], attrs["until"] = since, max(since, until)
         return attrs
 
 

@@ -70,14 +70,18 @@ class RuleViewSet(viewsets.ModelViewSet):
     ordering_fields = ["priority", "pattern", "created_at"]
 
 
-@extend_schema(parameters=[s.ExplainSerializer], responses=s.DecisionSerializer, methods=["GET"])
+@extend_schema(
+    parameters=[s.ExplainQuerySerializer], responses=s.DecisionSerializer, methods=["GET"]
+)
 @extend_schema(request=s.ExplainSerializer, responses=s.DecisionSerializer, methods=["POST"])
 @api_view(["GET", "POST"])
 @permission_classes([IsAuthenticated])
 def explain(request: Request) -> Response:
     """Which rule decides a (username, client id, topic, access) request, and why."""
-    data = request.query_params if request.method == "GET" else request.data
-    serializer = s.ExplainSerializer(data=data)
+    if request.method == "GET":
+        serializer: s.ExplainSerializer = s.ExplainQuerySerializer(data=request.query_params)
+    else:
+        serializer = s.ExplainSerializer(data=request.data)
     serializer.is_valid(raise_exception=True)
     v = serializer.validated_data
     try:
