@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.core.cache import cache
 from django.core.servers.basehttp import ThreadedWSGIServer
 from django.db import connection, connections
 from django.test import Client
@@ -42,6 +43,7 @@ LiveServerThread.server_class = NoDelayWSGIServer
 def _fresh_caches() -> Iterator[None]:
     policy.clear()
     passwords.forget_all()
+    cache.clear()  # the API's throttle counts
     yield
     policy.clear()
     passwords.forget_all()

@@ -13,6 +13,7 @@ the monitor (monitor/account.py), and system checks report what is missing (web.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -220,13 +221,36 @@ LOGGING = {
 }
 
 # --- web UI / API ----------------------------------------------------------------------------
-INSTALLED_APPS += ["django_filters"]
+INSTALLED_APPS += ["django_filters", "axes"]
+# The operator login (UI and admin) is throttled by django-axes, attempts kept in the database
+# (so every worker and host agrees): after OPERATOR_LOGIN_FAILURES failures of one user name
+# from one address, that pair is refused (429) for OPERATOR_LOGIN_COOLOFF_SECONDS; a good
+# login forgets its failures. The address is REMOTE_ADDR: behind a proxy, every operator
+# shares the proxy's, and the limit is then per user name.
+MIDDLEWARE += ["axes.middleware.AxesMiddleware"]
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("OPERATOR_LOGIN_FAILURES", 5)
+AXES_COOLOFF_TIME = timedelta(seconds=env_int("OPERATOR_LOGIN_COOLOFF_SECONDS", 900))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]  # never a header a client can set
+# REST API rate limits (web/api/throttles.py), per process; a number per second, minute,
+# hour or day ("600/min"); empty turns one off.
+API_THROTTLE_RATES = {
+    "user": env("API_THROTTLE_USER", "1200/min") or None,
+    "failed_auth": env("API_THROTTLE_FAILED_AUTH", "20/min") or None,
+}
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "web.api.throttles.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["web.api.permissions.StaffWritesOthersRead"],
+    "DEFAULT_THROTTLE_CLASSES": ["web.api.throttles.UserThrottle"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": [
