@@ -51,7 +51,8 @@ def st(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProce
 def test_the_api_answers_every_request_as_its_schema_says(
     live_server: Any, operator: Any, tmp_path: Path, settings: Any
 ) -> None:
-    settings.API_THROTTLE_RATES = {"user": None, "failed_auth": None}  # thousands of requests a minute
+    # Thousands of requests a minute, from one address.
+    settings.API_THROTTLE_RATES = {"user": None, "failed_auth": None}
     token = Token.objects.create(user=operator)
     alice = Account.objects.create_account("alice", "correct horse battery staple")
     Rule.objects.create(account=alice, pattern="devices/%u/#", access=Access.ALL)
