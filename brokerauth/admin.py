@@ -127,6 +127,7 @@ class AccountAdmin(admin.ModelAdmin):
         accounts = list(queryset)
         for account in accounts:
             account.unlock()
+            self.log_change(request, account, "Unlocked.")  # actions are not logged otherwise
         self.message_user(request, f"Unlocked {len(accounts)} accounts.")
 
     @admin.action(description="Disable the selected accounts")
@@ -134,6 +135,7 @@ class AccountAdmin(admin.ModelAdmin):
         accounts = list(queryset)
         for account in accounts:
             account.set_active(False)
+            self.log_change(request, account, "Disabled.")
         self.message_user(request, f"Disabled {len(accounts)} accounts.")
 
 

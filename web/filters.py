@@ -11,6 +11,7 @@ from typing import Any
 
 import django_filters as filters
 from django import forms
+from django.contrib.admin.models import LogEntry
 from django.db.models import QuerySet
 from django_filters.fields import IsoDateTimeField
 from drf_spectacular.types import OpenApiTypes
@@ -133,3 +134,18 @@ class BrokerSampleFilter(filters.FilterSet):
     class Meta:
         model = BrokerStatSample
         fields = ["topic", "since", "until"]
+
+
+class OperatorActionFilter(filters.FilterSet):
+    user = filters.CharFilter(field_name="user__username", label="Operator")
+    kind = filters.ChoiceFilter(
+        field_name="content_type__model",
+        choices=[("account", "account"), ("group", "group"), ("rule", "rule")],
+        label="Object",
+    )
+    since = since_filter("action_time")
+    until = until_filter("action_time")
+
+    class Meta:
+        model = LogEntry
+        fields = ["user", "kind", "since", "until"]

@@ -42,6 +42,7 @@ urlpatterns = [
     path("rules/<int:pk>/edit/", rules.rule_edit, name="rule-edit"),
     path("rules/<int:pk>/delete/", rules.rule_delete, name="rule-delete"),
     path("audit/", audit.audit, name="audit"),
+    path("audit/operators/", audit.operator_actions, name="operator-actions"),
     path("test-service/", testservice.test_service, name="test-service"),
     path("status/", status.status, name="status"),
     path("metrics", metrics.metrics, name="metrics"),

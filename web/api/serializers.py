@@ -3,13 +3,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.contrib.admin.models import LogEntry
 from django.utils import timezone
 from rest_framework import serializers
 
 from brokerauth import acl, passwords, topics
 from brokerauth.models import Account, AuthEvent, Group, Rule
 from monitor.models import BrokerStat, BrokerStatSample, Client, LatestValue, Session
-from web import filters, series
+from web import filters, operatorlog, series
 
 # A telemetry query reads at most this much time, and never before EARLIEST: the buckets are
 # aligned on whole hours before `since`, which must stay a date Python can represent.
@@ -343,3 +344,26 @@ class StepSerializer(serializers.Serializer):
 class RoundTripSerializer(serializers.Serializer):
     ok = serializers.BooleanField()
     steps = StepSerializer(many=True)
+
+
+class OperatorActionSerializer(serializers.ModelSerializer):
+    user = serializers.CharField(source="user.get_username", read_only=True)
+    action = serializers.SerializerMethodField()
+    kind = serializers.CharField(source="content_type.model", read_only=True, allow_null=True)
+    message = serializers.CharField(source="get_change_message", read_only=True)
+
+    class Meta:
+        model = LogEntry
+        fields = [
+            "id",
+            "action_time",
+            "user",
+            "action",
+            "kind",
+            "object_id",
+            "object_repr",
+            "message",
+        ]
+
+    def get_action(self, entry: LogEntry) -> str:
+        return operatorlog.ACTIONS.get(entry.action_flag, str(entry.action_flag))

@@ -21,10 +21,10 @@ from rest_framework.throttling import SimpleRateThrottle, UserRateThrottle
 
 
 class RatesFromSettings:
-    scope: str
+    scope: str | None
 
     def get_rate(self) -> str | None:
-        return settings.API_THROTTLE_RATES.get(self.scope)
+        return settings.API_THROTTLE_RATES.get(self.scope or "")
 
 
 class UserThrottle(RatesFromSettings, UserRateThrottle):
@@ -47,6 +47,6 @@ class TokenAuthentication(authentication.TokenAuthentication):
             return super().authenticate(request)
         except exceptions.AuthenticationFailed:
             throttle = FailedAuthThrottle()
-            if not throttle.allow_request(request, None):
+            if not throttle.allow_request(request, None):  # type: ignore[arg-type]
                 raise exceptions.Throttled(throttle.wait()) from None
             raise

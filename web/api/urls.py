@@ -15,6 +15,7 @@ router.register("sessions", views.SessionViewSet)
 router.register("broker/stats", views.BrokerStatViewSet)
 router.register("broker/samples", views.BrokerSampleViewSet)
 router.register("audit", views.AuditViewSet)
+router.register("operator-actions", views.OperatorActionViewSet)
 
 urlpatterns = [
     path("explain/", views.explain, name="api-explain"),

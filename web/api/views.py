@@ -15,12 +15,30 @@ from brokerauth import topics
 from brokerauth.models import Account, AuthEvent, Group, Rule
 from monitor import testservice
 from monitor.models import BrokerStat, BrokerStatSample, Client, Session
-from web import filters, series
+from web import filters, operatorlog, series
 from web.api import serializers as s
 from web.api.permissions import StaffOnly
 
 
-class AccountViewSet(viewsets.ModelViewSet):
+class LoggedChanges(viewsets.GenericViewSet):
+    """Every create, update and delete through the API is an operator action (operatorlog)."""
+
+    def perform_create(self, serializer: Any) -> None:
+        serializer.save()
+        operatorlog.added(self.request.user, serializer.instance)
+
+    def perform_update(self, serializer: Any) -> None:
+        fields = [name for name in serializer.validated_data if name != "password"]
+        serializer.save()
+        note = "Password set." if "password" in serializer.validated_data else ""
+        operatorlog.changed(self.request.user, serializer.instance, fields, note=note)
+
+    def perform_destroy(self, instance: Any) -> None:
+        operatorlog.deleted(self.request.user, instance)
+        instance.delete()
+
+
+class AccountViewSet(LoggedChanges, viewsets.ModelViewSet):
     """MQTT accounts. Passwords are write-only: set one, or have one generated (shown once)."""
 
     queryset = Account.objects.prefetch_related("groups")
@@ -33,7 +51,8 @@ class AccountViewSet(viewsets.ModelViewSet):
         serializer = s.AccountSerializer(data=request.data, context=self.get_serializer_context())
         serializer.is_valid(raise_exception=True)
         given = serializer.validated_data.get("password")
-        serializer.save()
+        account = serializer.save()
+        operatorlog.added(request.user, account)
         data = dict(serializer.data)
         if not given:
             data["password"] = serializer.secret  # generated: shown in this answer only
@@ -46,6 +65,7 @@ class AccountViewSet(viewsets.ModelViewSet):
         serializer = s.PasswordSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         account.change_password(serializer.validated_data["password"])
+        operatorlog.changed(request.user, account, note="Password set.")
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(request=None, responses=s.GeneratedPasswordSerializer)
@@ -53,16 +73,17 @@ class AccountViewSet(viewsets.ModelViewSet):
     def reset_password(self, request: Request, pk: str | None = None) -> Response:
         account = self.get_object()
         password = account.reset_password()
+        operatorlog.changed(request.user, account, note="Password reset.")
         return Response({"username": account.username, "password": password})
 
 
-class GroupViewSet(viewsets.ModelViewSet):
+class GroupViewSet(LoggedChanges, viewsets.ModelViewSet):
     queryset = Group.objects.prefetch_related("accounts")
     serializer_class = s.GroupSerializer
     search_fields = ["name", "description"]
 
 
-class RuleViewSet(viewsets.ModelViewSet):
+class RuleViewSet(LoggedChanges, viewsets.ModelViewSet):
     queryset = Rule.objects.select_related("account", "group")
     serializer_class = s.RuleSerializer
     filterset_class = filters.RuleFilter
@@ -178,6 +199,16 @@ class AuditViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = s.AuthEventSerializer
     filterset_class = filters.AuditFilter
     ordering_fields = ["created_at"]
+
+
+class OperatorActionViewSet(viewsets.ReadOnlyModelViewSet):
+    """Who changed which account, group or rule, and when: from the UI, the API and the
+    admin alike (Django admin's LogEntry). `action`: added, changed or deleted."""
+
+    queryset = operatorlog.recent()
+    serializer_class = s.OperatorActionSerializer
+    filterset_class = filters.OperatorActionFilter
+    ordering_fields = ["action_time"]
 
 
 @extend_schema(request=None, responses=s.RoundTripSerializer)

@@ -9,6 +9,7 @@ from django.views.decorators.http import require_POST
 
 from brokerauth import acl, topics
 from brokerauth.models import Account, AuthEvent, Rule
+from web import operatorlog
 from web.forms import AccountEditForm, AccountForm, ExplainForm, RuleForm, join_form
 from web.views import note_policy_change, paginate, query_without_page, staff_required
 
@@ -34,6 +35,7 @@ def account_create(request: HttpRequest) -> HttpResponse:
         account = form.save(commit=False)
         password = account.save_new()
         account.groups.set(form.cleaned_data["groups"])
+        operatorlog.added(request.user, account)
         # Rendered, not redirected: the password exists only in this one response.
         return render(request, "web/password_once.html", {"account": account, "password": password})
     return render(request, "web/account_form.html", {"form": form, "account": None})
@@ -47,6 +49,7 @@ def account_edit(request: HttpRequest, pk: int) -> HttpResponse:
         changes = form.changes()
         if changes:
             account.edit(**changes)
+            operatorlog.changed(request.user, account, [str(form.fields[n].label) for n in changes])
             labels = ", ".join(str(form.fields[name].label).lower() for name in changes)
             note_policy_change(request, f"Account {account.username} saved: {labels}.")
         else:
@@ -85,6 +88,7 @@ def account_set_active(request: HttpRequest, pk: int) -> HttpResponse:
     account = get_object_or_404(Account, pk=pk)
     account.set_active(request.POST.get("active") == "1")
     verb = "enabled" if account.is_active else "disabled"
+    operatorlog.changed(request.user, account, note=verb.capitalize() + ".")
     messages.success(request, f"Account {account.username} {verb}.")
     return redirect("account", pk=pk)
 
@@ -94,6 +98,7 @@ def account_set_active(request: HttpRequest, pk: int) -> HttpResponse:
 def account_reset(request: HttpRequest, pk: int) -> HttpResponse:
     account = get_object_or_404(Account, pk=pk)
     password = account.reset_password()
+    operatorlog.changed(request.user, account, note="Password reset.")
     return render(request, "web/password_once.html", {"account": account, "password": password})
 
 

@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from brokerauth.models import Account, Group, Membership, Rule
+from web import operatorlog
 from web.forms import GroupForm, JoinForm, MemberForm, RuleForm
 from web.views import note_policy_change, staff_required
 
@@ -29,6 +30,7 @@ def group_create(request: HttpRequest) -> HttpResponse:
     form = GroupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         group = form.save()
+        operatorlog.added(request.user, group)
         note_policy_change(request, f"Group {group.name} created.")
         return redirect("group", pk=group.pk)
     return render(request, "web/group_form.html", {"form": form, "group": None})
@@ -57,6 +59,8 @@ def group_edit(request: HttpRequest, pk: int) -> HttpResponse:
     form = GroupForm(request.POST or None, instance=group)
     if request.method == "POST" and form.is_valid():
         form.save()
+        labels = [str(form.fields[name].label) for name in form.changed_data]
+        operatorlog.changed(request.user, group, labels)
         note_policy_change(request, f"Group {group.name} saved.")
         return redirect("group", pk=pk)
     return render(request, "web/group_form.html", {"form": form, "group": group})
@@ -66,6 +70,7 @@ def group_edit(request: HttpRequest, pk: int) -> HttpResponse:
 def group_delete(request: HttpRequest, pk: int) -> HttpResponse:
     group = get_object_or_404(Group, pk=pk)
     if request.method == "POST":
+        operatorlog.deleted(request.user, group)
         group.delete()
         note_policy_change(request, f"Group {group.name} deleted, with its rules and memberships.")
         return redirect("groups")
@@ -85,6 +90,7 @@ def member_add(request: HttpRequest, pk: int) -> HttpResponse:
         account = form.cleaned_data["username"]
         # get_or_create: a double submit must not trip the unique constraint.
         Membership.objects.get_or_create(account=account, group=group)
+        operatorlog.changed(request.user, group, note=f"Added member {account.username}.")
         note_policy_change(request, f"{account.username} added to group {group.name}.")
         return redirect("group", pk=pk)
     return group_page(request, group, member_form=form)
@@ -97,6 +103,8 @@ def leave(request: HttpRequest, account_pk: int, group_pk: int) -> None:
         group_id=group_pk,
     )
     membership.delete()
+    note = f"Removed member {membership.account.username}."
+    operatorlog.changed(request.user, membership.group, note=note)
     text = f"{membership.account.username} removed from group {membership.group.name}."
     note_policy_change(request, text)
 
@@ -117,6 +125,7 @@ def account_join(request: HttpRequest, pk: int) -> HttpResponse:
         group = form.cleaned_data["group"]
         # get_or_create: a double submit must not trip the unique constraint.
         Membership.objects.get_or_create(account=account, group=group)
+        operatorlog.changed(request.user, group, note=f"Added member {account.username}.")
         note_policy_change(request, f"{account.username} added to group {group.name}.")
     else:
         messages.error(request, "Choose a group the account is not in yet.")

@@ -7,6 +7,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 
 from brokerauth.models import Account, Group, Rule
+from web import operatorlog
 from web.forms import RuleForm
 from web.views import note_policy_change, staff_required
 
@@ -20,7 +21,13 @@ def owner_url(rule: Rule) -> str:
 def save_rule(request: HttpRequest, rule: Rule, verb: str) -> HttpResponse:
     form = RuleForm(request.POST or None, instance=rule)
     if request.method == "POST" and form.is_valid():
+        new = rule.pk is None
         rule = form.save()
+        if new:
+            operatorlog.added(request.user, rule)
+        else:
+            labels = [str(form.fields[name].label) for name in form.changed_data]
+            operatorlog.changed(request.user, rule, labels)
         note_policy_change(request, f"Rule {verb}: {rule}.")
         return redirect(owner_url(rule))
     context = {"form": form, "rule": rule, "back": owner_url(rule)}
@@ -49,6 +56,7 @@ def rule_delete(request: HttpRequest, pk: int) -> HttpResponse:
     back = owner_url(rule)
     if request.method == "POST":
         text = f"Rule deleted: {rule}."
+        operatorlog.deleted(request.user, rule)
         rule.delete()
         note_policy_change(request, text)
         return redirect(back)
