@@ -48,7 +48,9 @@ def test_api_changes_are_audited(operator: Any, device: Account) -> None:
     assert [action for _u, action, _k, _o in actions(api)][:2] == ["deleted", "added"]
 
 
-def test_admin_changes_and_actions_are_audited(operator_client: HttpClient, device: Account) -> None:
+def test_admin_changes_and_actions_are_audited(
+    operator_client: HttpClient, device: Account
+) -> None:
     operator_client.post(
         "/admin/brokerauth/account/",
         {"action": "disable", "_selected_action": [device.pk]},
