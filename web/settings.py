@@ -80,6 +80,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # No page loads anything from another origin (the browser refuses it).
+    "web.contentpolicy.ContentSecurityPolicy",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # A NUL in a query parameter or a form field is a 400 here, never a 500 in PostgreSQL.
     "web.badinput.RejectUnstorableInput",
@@ -97,7 +99,8 @@ WSGI_APPLICATION = "web.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # web/templates first: it overrides DRF's browsable API page (rest_framework/api.html).
+        "DIRS": [BASE_DIR / "web" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [

@@ -23,6 +23,10 @@ urlpatterns = [
     path("test-service/", views.test_service, name="api-test-service"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-    path("redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
+    path(
+        "redoc/",
+        SpectacularRedocView.as_view(url_name="api-schema", template_name="web/redoc.html"),
+        name="api-redoc",
+    ),
     path("", include(router.urls)),
 ]
