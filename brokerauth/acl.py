@@ -9,7 +9,8 @@ Evaluation: an inactive account is denied; a superuser is allowed everything; ot
 matching rule of highest priority decides, a deny beating an allow at equal priority; when no
 rule matches, the answer is deny. For a subscribe request the filter is compared as a filter:
 an allow rule must cover every topic the filter can match, while a deny rule applies as soon
-as the two overlap. `$share/<group>/` is stripped first.
+as the two overlap. `$share/<group>/` is stripped first. Topics are read in the asking
+broker's dialect (`topics.Dialect`: Mosquitto's, or RabbitMQ's).
 """
 
 from __future__ import annotations
@@ -97,14 +98,48 @@ class Decision:
     rule: Rule | None = None
 
 
-def decide(subject: Subject | None, clientid: str, topic: str, access: Access) -> Decision:
-    """Decide one request and say why. Raises topics.TopicError on a malformed topic."""
-    if access == Access.SUBSCRIBE:
-        wanted = topics.strip_share(topic)
-        topics.validate_filter(wanted)
-    else:
-        wanted = topic
+def decide(
+    subject: Subject | None,
+    clientid: str,
+    topic: str,
+    access: Access,
+    dialect: topics.Dialect = topics.MOSQUITTO,
+) -> Decision:
+    """Decide one request and say why. Raises topics.TopicError on a malformed topic.
+
+    For a broker that never asks about deliveries (`dialect.checks_deliveries` false), a
+    subscribe is allowed only when receive is allowed for every topic the filter matches too.
+    """
+    is_filter = access == Access.SUBSCRIBE
+    wanted = _wanted(topic, is_filter, dialect)
+    decision = _first_match(subject, clientid, wanted, access, is_filter, dialect)
+    if not is_filter or dialect.checks_deliveries or not decision.allowed or not decision.rule:
+        return decision
+    receive = _first_match(subject, clientid, wanted, Access.RECEIVE, True, dialect)
+    if not receive.allowed:
+        return Decision(False, f"receive {receive.reason}, checked at subscribe", receive.rule)
+    return decision
+
+
+def _wanted(topic: str, is_filter: bool, dialect: topics.Dialect) -> str:
+    wanted = dialect.normalize(topic)
+    if not is_filter:
         topics.validate_topic(wanted)
+        return wanted
+    if dialect.shared_subscriptions:
+        wanted = topics.strip_share(wanted)
+    topics.validate_filter(wanted)
+    return wanted
+
+
+def _first_match(
+    subject: Subject | None,
+    clientid: str,
+    wanted: str,
+    access: Access,
+    is_filter: bool,
+    dialect: topics.Dialect,
+) -> Decision:
     if subject is None:
         return Decision(False, "unknown account")
     if not subject.active:
@@ -112,7 +147,10 @@ def decide(subject: Subject | None, clientid: str, topic: str, access: Access) -
     if subject.superuser:
         return Decision(True, "superuser")
     for rule in subject.rules:
-        if access in rule.access and _applies(rule, subject.username, clientid, wanted, access):
+        if access not in rule.access:
+            continue
+        levels = topics.expand(rule.pattern, subject.username, clientid, dialect)
+        if _applies(rule, levels, wanted, is_filter):
             verb = "allowed" if rule.allow else "denied"
             return Decision(rule.allow, f"{verb} by rule {rule.describe()}", rule)
     return Decision(False, "no rule matched")
@@ -125,9 +163,8 @@ def decide_superuser(subject: Subject | None) -> Decision:
     return Decision(False, "not a superuser")
 
 
-def _applies(rule: Rule, username: str, clientid: str, wanted: str, access: Access) -> bool:
-    levels = topics.expand(rule.pattern, username, clientid)
-    if access != Access.SUBSCRIBE:
+def _applies(rule: Rule, levels: list[object], wanted: str, is_filter: bool) -> bool:
+    if not is_filter:
         return topics.matches(levels, wanted)
     if rule.allow:
         return topics.covers(levels, wanted)

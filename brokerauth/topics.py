@@ -2,9 +2,16 @@
 
 Plain Python, no Django. A pattern is a topic filter whose levels may also be `%u` or `%c`,
 standing for the whole level and replaced by the username or the client id.
+
+A `Dialect` says how a broker reads topics where brokers differ. Mosquitto is MQTT itself.
+RabbitMQ routes MQTT through an AMQP topic exchange: `/` becomes `.`, so a `.` inside a level
+splits it (`a.b/c` is delivered as `a/b/c`), `$share/` is an ordinary topic, and a
+subscription is checked once, never each delivery.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 MAX_TOPIC_BYTES = 65535
 SHARE_PREFIX = "$share/"
@@ -18,6 +25,32 @@ NEVER = object()
 
 class TopicError(ValueError):
     """A topic name or filter that MQTT itself would reject."""
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str
+    separators: str = "/"
+    shared_subscriptions: bool = True
+    # False: the broker asks about a subscription and never about each message it then
+    # delivers, so a subscription must also be allowed to receive all it can match.
+    checks_deliveries: bool = True
+
+    def levels(self, text: str) -> list[str]:
+        for separator in self.separators[1:]:
+            text = text.replace(separator, "/")
+        return text.split("/")
+
+    def normalize(self, text: str) -> str:
+        """The topic as this broker delivers it, written with `/` only."""
+        if self.separators == "/":
+            return text  # the hot path: every ACL check
+        return "/".join(self.levels(text))
+
+
+MOSQUITTO = Dialect("mosquitto")
+RABBITMQ = Dialect("rabbitmq", separators="/.", shared_subscriptions=False, checks_deliveries=False)
+DIALECTS = {dialect.name: dialect for dialect in (MOSQUITTO, RABBITMQ)}
 
 
 def _check_common(text: str, what: str) -> None:
@@ -65,13 +98,20 @@ def strip_share(topic_filter: str) -> str:
     return parts[2]
 
 
-def expand(pattern: str, username: str, clientid: str) -> list[object]:
-    """The levels of a rule pattern with %u / %c replaced; unsafe values become NEVER."""
+def expand(
+    pattern: str, username: str, clientid: str, dialect: Dialect = MOSQUITTO
+) -> list[object]:
+    """The levels of a rule pattern with %u / %c replaced; unsafe values become NEVER.
+
+    Where `.` separates levels, a username `a.b` would be the two levels `a/b`, inside the
+    topics of a device named `a`: there a value with a `.` is unsafe too.
+    """
+    unsafe_chars = _UNSAFE_VALUE_CHARS.union(dialect.separators)
     out: list[object] = []
-    for level in pattern.split("/"):
+    for level in dialect.levels(pattern):
         if level in (USERNAME_LEVEL, CLIENTID_LEVEL):
             value = username if level == USERNAME_LEVEL else clientid
-            unsafe = not value or any(ch in _UNSAFE_VALUE_CHARS for ch in value)
+            unsafe = not value or any(ch in unsafe_chars for ch in value)
             out.append(NEVER if unsafe else value)
         else:
             out.append(level)

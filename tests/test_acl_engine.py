@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from brokerauth.acl import Access, Rule, Subject, decide
+from brokerauth.topics import RABBITMQ
 
 
 def subject(*rules: Rule, **flags: bool) -> Subject:
@@ -69,3 +70,39 @@ def test_the_reason_names_the_rule() -> None:
     rule = Rule("devices/%u/#", Access.PUBLISH, allow=True, priority=5, source="group s", id=7)
     reason = decide(subject(rule), "c", "devices/alice/t", Access.PUBLISH).reason
     assert reason == "allowed by rule #7 allow publish devices/%u/# priority 5 (group s)"
+
+
+def test_rabbitmq_reads_a_dot_as_a_level_separator_in_rules() -> None:
+    # RabbitMQ delivers devices/alice.secret/x as devices/alice/secret/x: a deny rule
+    # written with the dot must still stop it.
+    secret = Rule("devices/alice.secret/#", Access.ALL, allow=False, priority=1)
+    rules = subject(OWN, secret)
+    assert not decide(rules, "c", "devices/alice/secret/x", Access.PUBLISH, RABBITMQ).allowed
+    assert decide(rules, "c", "devices/alice/secret/x", Access.PUBLISH).allowed
+
+
+def test_rabbitmq_never_substitutes_a_username_with_a_dot() -> None:
+    # "alice.smith" would be the levels alice/smith, inside the topics of a device "alice".
+    dotted = Subject(username="alice.smith", rules=(OWN,))
+    assert not decide(dotted, "c", "devices/alice/smith/t", Access.PUBLISH, RABBITMQ).allowed
+    assert decide(dotted, "c", "devices/alice.smith/t", Access.PUBLISH).allowed
+
+
+def test_rabbitmq_has_no_shared_subscriptions() -> None:
+    topic_filter = "$share/g/devices/alice/t"
+    assert decide(subject(OWN), "c", topic_filter, Access.SUBSCRIBE).allowed
+    assert not decide(subject(OWN), "c", topic_filter, Access.SUBSCRIBE, RABBITMQ).allowed
+
+
+def test_rabbitmq_subscribe_needs_receive_for_all_the_filter_matches() -> None:
+    # RabbitMQ never asks about deliveries: what Mosquitto would filter per message must
+    # be refused at subscribe.
+    watch = Rule("devices/#", Access.SUBSCRIBE, allow=True, id=1)
+    some = Rule("devices/+/telemetry", Access.RECEIVE, allow=True, id=2)
+    rules = subject(watch, some)
+    assert decide(rules, "c", "devices/#", Access.SUBSCRIBE).allowed
+    refused = decide(rules, "c", "devices/#", Access.SUBSCRIBE, RABBITMQ)
+    assert not refused.allowed
+    assert refused.reason == "receive no rule matched, checked at subscribe"
+    assert decide(rules, "c", "devices/+/telemetry", Access.SUBSCRIBE, RABBITMQ).allowed
+    assert decide(subject(superuser=True), "c", "#", Access.SUBSCRIBE, RABBITMQ).allowed
