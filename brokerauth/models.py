@@ -76,12 +76,17 @@ class AccountQuerySet(models.QuerySet["Account"]):
         )
 
     def explain_acl(
-        self, username: str, clientid: str, topic: str, access: acl.Access
+        self,
+        username: str,
+        clientid: str,
+        topic: str,
+        access: acl.Access,
+        dialect: topics.Dialect = topics.MOSQUITTO,
     ) -> acl.Decision:
         """The ACL decision read fresh from the database, without side effects: what the UI,
         the API and `manage.py explain_acl` show. The broker asks `policy.explain_acl()`, which
         reaches the same answer from memory. Raises topics.TopicError on a malformed topic."""
-        return acl.decide(self.subject(username), clientid, topic, access)
+        return acl.decide(self.subject(username), clientid, topic, access, dialect)
 
 
 class Credential(models.TextChoices):
@@ -389,14 +394,17 @@ class AuthEventManager(models.Manager["AuthEvent"]):
         clientid: str,
         topic: str = "",
         access: int | None = None,
+        *,
+        broker: str = topics.MOSQUITTO.name,
     ) -> None:
         """The audit of one decision: a line on the `brokerauth.decision` logger and a row for
-        every login and every denial. An allowed ACL check is logged at DEBUG only and never
-        written: it is the hot path."""
+        every login and every denial, saying which broker asked (AuthEvent.Broker). An allowed
+        ACL check is logged at DEBUG only and never written: it is the hot path."""
         if verdict.allowed and kind == AuthEvent.Kind.ACL:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
-                    "acl allow user=%.100r client=%.100r acc=%d topic=%.200r: %s",
+                    "acl allow broker=%s user=%.100r client=%.100r acc=%d topic=%.200r: %s",
+                    broker,
                     username,
                     clientid,
                     access,
@@ -405,9 +413,10 @@ class AuthEventManager(models.Manager["AuthEvent"]):
                 )
             return
         log.info(
-            "%s %s user=%.100r client=%.100r acc=%s topic=%.200r: %s",
+            "%s %s broker=%s user=%.100r client=%.100r acc=%s topic=%.200r: %s",
             kind,
             "allow" if verdict.allowed else "deny",
+            broker,
             username,
             clientid,
             access,
@@ -416,6 +425,7 @@ class AuthEventManager(models.Manager["AuthEvent"]):
         )
         self.create(
             kind=kind,
+            broker=broker,
             username=username[:255],
             client_id=clientid[:255],
             topic=topic[:1024],
@@ -431,15 +441,24 @@ class AuthEventManager(models.Manager["AuthEvent"]):
 
 
 class AuthEvent(models.Model):
-    """The audit: every login attempt and every ACL denial (allows are not written)."""
+    """The audit: every login attempt and every denial (allows are not written)."""
 
     class Kind(models.TextChoices):
         LOGIN = "login"
         ACL = "acl"
         SUPERUSER = "superuser"
+        VHOST = "vhost"  # RabbitMQ: may the account use the MQTT virtual host
+        RESOURCE = "resource"  # RabbitMQ: the queues and exchange of an MQTT session
+
+    class Broker(models.TextChoices):
+        """Which broker asked (topics.DIALECTS has the same names)."""
+
+        MOSQUITTO = topics.MOSQUITTO.name, "Mosquitto"
+        RABBITMQ = topics.RABBITMQ.name, "RabbitMQ"
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     kind = models.CharField(max_length=10, choices=Kind.choices)
+    broker = models.CharField(max_length=20, choices=Broker.choices, default=Broker.MOSQUITTO)
     username = models.CharField(max_length=255)
     client_id = models.CharField(max_length=255, blank=True)
     topic = models.TextField(blank=True)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from django.conf import settings
 
-from brokerauth import acl
+from brokerauth import acl, topics
 from brokerauth.models import Account, policy_fingerprint
 
 _LIMIT = 100_000
@@ -34,10 +34,16 @@ class PolicyCache:
         self._checked_at = float("-inf")
 
     def explain_acl(
-        self, username: str, clientid: str, topic: str, access: acl.Access
+        self,
+        username: str,
+        clientid: str,
+        topic: str,
+        access: acl.Access,
+        dialect: topics.Dialect = topics.MOSQUITTO,
     ) -> acl.Decision:
-        """The broker's ACL check. Raises topics.TopicError on a malformed topic."""
-        return acl.decide(self.lookup(username), clientid, topic, access)
+        """The broker's ACL check, in the asking broker's dialect. Raises topics.TopicError on
+        a malformed topic."""
+        return acl.decide(self.lookup(username), clientid, topic, access, dialect)
 
     def lookup(self, username: str) -> acl.Subject | None:
         """The account's compiled subject, from memory (a query only when not cached)."""
