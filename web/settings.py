@@ -188,6 +188,8 @@ MQTT_AUTH_ALLOWED_NETS = env_list("MQTT_AUTH_ALLOWED_NETS", "127.0.0.0/8,::1/128
 # status | json answer 200/403 with {"ok", "error"}; text answers "ok" / the reason.
 MQTT_AUTH_RESPONSE_MODE = env("MQTT_AUTH_RESPONSE_MODE", "status")
 MQTT_AUTH_MAX_BODY = env_int("MQTT_AUTH_MAX_BODY", 65536 + 1024)
+# RabbitMQ (brokerauth/rabbitmq.py): the virtual host of its MQTT plugin (mqtt.vhost).
+RABBITMQ_VHOST = env("RABBITMQ_VHOST", "/")
 # Every cold login (first after a web restart, or after LOGIN_REMEMBER_SECONDS) holds the
 # broker's single event loop for one bcrypt verification: ~70 ms at 10 here, ~280 ms at 12.
 BCRYPT_ROUNDS = env_int("BCRYPT_ROUNDS", 10)
