@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,7 +22,8 @@ from brokerauth import passwords
 from brokerauth.acl import Access
 from brokerauth.models import Account, Group, Rule
 from brokerauth.policy import policy
-from tests.brokers import Broker, live_port, make_certs
+from rabbitmq.cluster import Boot, Cluster
+from tests.brokers import Broker, free_port, live_port, make_certs
 
 DEVICE_PASSWORD = "correct horse battery staple"
 
@@ -37,6 +39,40 @@ class NoDelayWSGIServer(ThreadedWSGIServer):
 
 
 LiveServerThread.server_class = NoDelayWSGIServer
+_rabbitmq: dict[str, Boot] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The live server's port is chosen now, so that the RabbitMQ cluster, which must know it,
+    # can boot in the background from collection on (about 12 s) while other tests run.
+    address = config.getoption("liveserver")
+    if address and ":" not in address:
+        config.option.liveserver = f"{address}:{free_port()}"
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if not any(item.get_closest_marker("rabbitmq") for item in session.items):
+        return
+    host, port = session.config.getoption("liveserver").rsplit(":", 1)
+    workdir = Path(settings.VAR_DIR) / "rabbitmq" / os.environ.get("PYTEST_XDIST_WORKER", "main")
+    cluster = Cluster(
+        workdir=workdir / "cluster",
+        certs=make_certs(workdir / "certs"),
+        auth_port=int(port),
+        secret=settings.MQTT_AUTH_SECRET,
+        auth_username=settings.MQTT_AUTH_USERNAME,
+    )
+    _rabbitmq["boot"] = cluster.start_in_background()
+    session.config.add_cleanup(_rabbitmq["boot"].stop)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if "boot" in _rabbitmq and _rabbitmq["boot"].cluster.started_in:
+        cluster = _rabbitmq["boot"].cluster
+        terminalreporter.write_line(
+            f"RabbitMQ: {len(cluster.nodes)}-node cluster ready in {cluster.started_in:.1f} s "
+            f"(booted in the background from collection on; logs in {cluster.workdir})"
+        )
 
 
 @pytest.fixture(autouse=True)
@@ -168,6 +204,15 @@ def mosquitto(live_server: Any, tls_certs: Path, tmp_path: Path) -> Iterator[Bro
     broker.start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_cluster(live_server: Any) -> Cluster:
+    """A real 2-node RabbitMQ cluster on loopback asking this session's live Django
+    (tests marked `rabbitmq`; it has been booting since collection)."""
+    cluster = _rabbitmq["boot"].wait()
+    assert cluster.auth_port == live_port(live_server)
+    return cluster
 
 
 @pytest.fixture
