@@ -31,6 +31,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -44,12 +45,9 @@ RENDER = ROOT / "mosquitto" / "render.py"
 
 RABBITMQ_BIN = Path(os.environ.get("RABBITMQ_BIN", "/usr/lib/rabbitmq/bin"))
 TEMPLATE = Path(__file__).resolve().parent / "rabbitmq.conf.template"
-PLUGINS = (
-    "rabbitmq_mqtt",
-    "rabbitmq_auth_backend_http",
-    "rabbitmq_event_exchange",
-    "rabbitmq_management",
-)
+# MQTT, the HTTP auth backend, the event exchange and the management API (presence, later):
+# the same file compose and the Ansible role install.
+ENABLED_PLUGINS = Path(__file__).resolve().parent / "enabled_plugins"
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 10.0
 
@@ -231,6 +229,18 @@ class Cluster:
         status = json.loads(self.ctl(self.nodes[0], "cluster_status", "--formatter", "json"))
         return set(status["running_nodes"])
 
+    def tls_versions(self) -> list[str]:
+        """A TLS handshake with each node's MQTT listener, verified against the CA."""
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        versions = []
+        for node in self.nodes:
+            with (
+                socket.create_connection(("127.0.0.1", node.mqtt_port), timeout=5) as raw,
+                context.wrap_socket(raw, server_hostname="localhost") as tls,
+            ):
+                versions.append(str(tls.version()))
+        return versions
+
     def describe(self) -> str:
         lines = [f"RabbitMQ cluster in {self.workdir} (epmd on {self.epmd_port}):"]
         for node in self.nodes:
@@ -251,7 +261,7 @@ class Cluster:
             "# Our own (empty) env file: keeps /etc/rabbitmq/rabbitmq-env.conf out.\n"
         )
         (self.workdir / "advanced.config").write_text("[].\n")
-        (self.workdir / "enabled_plugins").write_text(f"[{','.join(PLUGINS)}].\n")
+        shutil.copy(ENABLED_PLUGINS, self.workdir / "enabled_plugins")
         ports = free_ports(4 * self.size + 1)
         self.epmd_port = ports.pop()
         prefix = f"mqtt-{secrets.token_hex(3)}"
@@ -301,6 +311,9 @@ class Cluster:
                 for i, other in enumerate(self.nodes, 1)
             ),
             "LOG_LEVEL": self.log_level,
+            # Node 2 starts once node 1 is up, so the retries only cost time (5 s by default).
+            "DISCOVERY_RETRY_LIMIT": "3",
+            "DISCOVERY_RETRY_INTERVAL_MS": "300",
         }
         subprocess.run(
             [sys.executable, str(RENDER), str(TEMPLATE), str(node.workdir / "rabbitmq.conf")],
@@ -389,29 +402,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--certs", type=Path, default=ROOT / "var" / "certs")
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--auth-port", type=int, default=8000, help="Django's port")
-    parser.add_argument(
-        "--mqtt-port", type=int, default=8883, help="node 1's MQTT port; node 2 gets the next"
-    )
-    parser.add_argument("--management-port", type=int, default=15673)
+    parser.add_argument("--mqtt-port", type=int, help="node 1's MQTT port, node 2 the next")
+    parser.add_argument("--management-port", type=int, help="node 1's, node 2 the next")
+    parser.add_argument("--once", action="store_true", help="start, report, stop (a check)")
     args = parser.parse_args(argv)
     secret = os.environ.get("MQTT_AUTH_SECRET", "")
     if not secret:
         parser.error("MQTT_AUTH_SECRET must be set (the secret Django expects)")
+
+    def ports(first: int | None) -> list[int]:
+        return [] if first is None else [first + i for i in range(args.nodes)]
+
     cluster = Cluster(
         workdir=args.workdir.resolve(),
         certs=args.certs.resolve(),
         auth_port=args.auth_port,
         secret=secret,
         size=args.nodes,
-        mqtt_ports=[args.mqtt_port + i for i in range(args.nodes)],
-        management_ports=[args.management_port + i for i in range(args.nodes)],
+        mqtt_ports=ports(args.mqtt_port),
+        management_ports=ports(args.management_port),
     )
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
     with running(cluster):
         print(f"{cluster.describe()}\nready in {cluster.started_in:.1f} s", flush=True)
-        while not stopping.wait(1):
+        if args.once:
+            print(f"TLS handshakes verified: {', '.join(cluster.tls_versions())}", flush=True)
+        while not args.once and not stopping.wait(1):
             for node in cluster.nodes:
                 if not node.alive():
                     print(f"{node.name} exited:\n{node.log_tail()}", file=sys.stderr)

@@ -235,6 +235,57 @@ def test_broker_reaches_web_on_its_port_and_is_allowed_in() -> None:
         assert "backend" in SERVICES[service]["networks"]
 
 
+RABBITMQ_NODES = ("rabbitmq-1", "rabbitmq-2")
+
+
+def test_rabbitmq_config_is_rendered_from_the_projects_template(tmp_path: Path) -> None:
+    script = " ".join(command("rabbitmq-config"))
+    match = re.search(r"python (mosquitto/render\.py) (rabbitmq/[\w.-]+\.template) (\S+)", script)
+    assert match, script
+    render_py, template, out = match.groups()
+    assert template == "rabbitmq/rabbitmq.conf.template"
+    assert "cp rabbitmq/enabled_plugins /srv/rabbitmq-config/enabled_plugins" in script
+    assert "/run/secrets/mqtt_auth_secret" in script
+    # Rendered for real with the service's environment: nothing missing, nothing left over.
+    env = {**environment("rabbitmq-config"), "MQTT_AUTH_SECRET": "s3cret"}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / render_py), str(ROOT / template), "-"],
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "${" not in result.stdout
+    assert "auth_http.user_path = http://broker:s3cret@web:8000/mqtt/auth/rabbitmq/user" in (
+        result.stdout
+    )
+    for node in RABBITMQ_NODES:
+        assert f"= rabbit@{node}" in result.stdout
+    assert out.startswith(volumes("rabbitmq-config")[0][1] + "/")
+
+
+@pytest.mark.parametrize("node", RABBITMQ_NODES)
+def test_rabbitmq_nodes_install_what_their_config_names(node: str) -> None:
+    service = SERVICES[node]
+    assert service["image"] == "rabbitmq:3.10.8" and service["hostname"] == node
+    assert service["profiles"] == ["rabbitmq"]
+    script = " ".join(command(node))
+    config_volume = volumes("rabbitmq-config")[0][0]
+    mounts = dict((target, source) for source, target in volumes(node))
+    assert mounts["/srv/rabbitmq-config"] == config_volume
+    env = environment("rabbitmq-config")
+    for name in ("TLS_CA_FILE", "TLS_CERT_FILE"):
+        assert env[name] in mounts, name
+    # The key and the config are copied for the node's user before the entrypoint drops to it.
+    assert f"/certs/server.key {env['TLS_KEY_FILE']}" in script
+    assert "/srv/rabbitmq-config/rabbitmq.conf /etc/rabbitmq/rabbitmq.conf" in script
+    assert "/run/secrets/erlang_cookie /var/lib/rabbitmq/.erlang.cookie" in script
+    assert script.endswith("exec docker-entrypoint.sh rabbitmq-server")
+    assert environment(node)["RABBITMQ_ENABLED_PLUGINS_FILE"].startswith("/srv/rabbitmq-config/")
+    assert mounts["/var/lib/rabbitmq"] in COMPOSE["volumes"]
+    assert "backend" in service["networks"] and "erlang_cookie" in service["secrets"]
+
+
 def test_web_is_published_on_loopback_only_and_checked_on_status() -> None:
     web = SERVICES["web"]
     assert web["ports"] == ["127.0.0.1:${WEB_PORT:-8000}:8000"]
@@ -438,6 +489,19 @@ def test_ansible_broker_config_comes_from_the_end_to_end_template() -> None:
     assert "/mosquitto/mosquitto.conf.template" in tasks
     given = set(re.findall(r"--set=(\w+)=", tasks)) | {"MQTT_AUTH_SECRET"}
     assert template_variables(ROOT / "mosquitto" / "mosquitto.conf.template") <= given
+
+
+def test_ansible_rabbitmq_config_comes_from_the_projects_template() -> None:
+    tasks = (ANSIBLE / "roles" / "rabbitmq" / "tasks" / "main.yml").read_text()
+    template = ROOT / "rabbitmq" / "rabbitmq.conf.template"
+    assert "/mosquitto/render.py" in tasks and "/rabbitmq/rabbitmq.conf.template" in tasks
+    given = set(re.findall(r"--set=(\w+)=", tasks)) | {"MQTT_AUTH_SECRET", "CLUSTER_NODES"}
+    defaults = set(re.findall(r"^# default (\w+)=", template.read_text(), re.M))
+    assert template_variables(template) - given - defaults == set()
+    assert "/rabbitmq/enabled_plugins" in tasks
+    site = yaml.safe_load((ANSIBLE / "site.yml").read_text())
+    play = next(play for play in site if play["hosts"] == "rabbitmq")
+    assert [role["role"] for role in play["roles"]] == ["release", "rabbitmq"]
 
 
 def test_proxy_never_exposes_the_broker_endpoints() -> None:
