@@ -159,6 +159,7 @@ class AuthEventAdmin(admin.ModelAdmin):
     list_display = [
         "created_at",
         "kind",
+        "broker",
         "username",
         "client_id",
         "allowed",
@@ -166,7 +167,7 @@ class AuthEventAdmin(admin.ModelAdmin):
         "topic",
         "reason",
     ]
-    list_filter = ["kind", "allowed", "created_at"]
+    list_filter = ["kind", "broker", "allowed", "created_at"]
     search_fields = ["username", "client_id", "topic"]
     date_hierarchy = "created_at"
     show_full_result_count = False

@@ -10,7 +10,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from brokerauth.models import Account, AuthEvent
+from brokerauth.acl import Access
+from brokerauth.models import Account, AuthEvent, Rule
 
 pytestmark = pytest.mark.django_db
 
@@ -29,6 +30,14 @@ def test_explain_acl_names_the_deciding_rule(device: Account) -> None:
 
 def test_explain_acl_says_when_nothing_matched(device: Account) -> None:
     assert run("explain_acl", "alice", "c", "other/topic", "receive") == "DENY: no rule matched\n"
+
+
+def test_explain_acl_explains_as_rabbitmq_would_ask(device: Account) -> None:
+    # RabbitMQ asks at subscribe only: alice may subscribe to news/#, never receive it.
+    Rule.objects.create(account=device, pattern="news/#", access=Access.SUBSCRIBE)
+    assert run("explain_acl", "alice", "c", "news/#", "subscribe").startswith("ALLOW")
+    out = run("explain_acl", "--broker", "rabbitmq", "alice", "c", "news/#", "subscribe")
+    assert out == "DENY: receive no rule matched, checked at subscribe\n"
 
 
 def test_explain_acl_rejects_bad_input(device: Account) -> None:
