@@ -207,12 +207,17 @@ def mosquitto(live_server: Any, tls_certs: Path, tmp_path: Path) -> Iterator[Bro
 
 
 @pytest.fixture(scope="session")
-def rabbitmq_cluster(live_server: Any) -> Cluster:
+def rabbitmq_cluster(django_db_setup: None, live_server: Any) -> Iterator[Cluster]:
     """A real 2-node RabbitMQ cluster on loopback asking this session's live Django
-    (tests marked `rabbitmq`; it has been booting since collection)."""
+    (tests marked `rabbitmq`; it has been booting since collection). It needs the test
+    database first, so that it is stopped before the database is dropped."""
+    assert "boot" in _rabbitmq, "tests that use rabbitmq_cluster must be marked rabbitmq"
     cluster = _rabbitmq["boot"].wait()
     assert cluster.auth_port == live_port(live_server)
-    return cluster
+    yield cluster
+    # The nodes' keep-alive HTTP connections hold live-server threads, each with a database
+    # session that would keep the test database from being dropped.
+    _rabbitmq["boot"].stop()
 
 
 @pytest.fixture
