@@ -38,7 +38,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,43 +238,66 @@ def client_args(broker: BrokerConfig, certs: Path, user: str, client_id: str) ->
 
 
 def throughput(broker: BrokerConfig, certs: Path, fleet: Fleet, qos: int, messages: int) -> float:
-    """Messages/s delivered to the subscriber, first data message to last.
-
-    Publishers get their lines only once all of them are connected: a login that the plugin
-    asks Django about blocks the broker's event loop, and must not land in the window.
-    """
-    per_publisher = messages // len(fleet.publishers)
-    total = per_publisher * len(fleet.publishers)
-    lines = "".join(f"{i}\n" for i in range(per_publisher)).encode()
+    """Messages/s delivered to the subscriber, first data message to last."""
     log = broker.workdir / "mosquitto.log"
     log_start = log.stat().st_size
-    sub_cmd = ["mosquitto_sub", *client_args(broker, certs, fleet.subscriber, "bench-sub")]
+    return stream(
+        broker,
+        broker,
+        certs,
+        (fleet.subscriber, "bench-sub"),
+        fleet.publishers,
+        qos,
+        messages,
+        lambda: await_connected(log, log_start, fleet.publishers),
+    )
+
+
+def stream(
+    publish_to: BrokerConfig,
+    subscribe_at: BrokerConfig,
+    certs: Path,
+    subscriber: tuple[str, str],
+    publishers: list[str],
+    qos: int,
+    messages: int,
+    all_connected: Callable[[], None],
+) -> float:
+    """Messages/s from `publishers` (mosquitto_pub -l, own topic each) to one mosquitto_sub
+    (username, client id), first data message to last.
+
+    Publishers get their lines only once `all_connected` returns: a login that the plugin
+    asks Django about blocks the broker's event loop, and must not land in the window.
+    """
+    per_publisher = messages // len(publishers)
+    total = per_publisher * len(publishers)
+    lines = "".join(f"{i}\n" for i in range(per_publisher)).encode()
+    sub_cmd = ["mosquitto_sub", *client_args(subscribe_at, certs, *subscriber)]
     sub_cmd += ["-q", str(qos), "-t", "bench/#", "-v"]
     with ExitStack() as stack:
         sub = stack.enter_context(started(sub_cmd, "mosquitto_sub", stdout=subprocess.PIPE))
         seen: queue.Queue[tuple[float, bytes]] = queue.Queue()
         threading.Thread(target=read_lines, args=(sub, seen), daemon=True).start()
-        first = fleet.publishers[0]
-        ready_cmd = ["mosquitto_pub", *client_args(broker, certs, first, first + "-ready")]
+        first = publishers[0]
+        ready_cmd = ["mosquitto_pub", *client_args(publish_to, certs, first, first + "-ready")]
         ready_cmd += ["-t", f"bench/data/{first}", "-m", "ready", "-q", "1"]
         await_ready(ready_cmd, seen)
-        publishers = []
-        for user in fleet.publishers:
-            cmd = ["mosquitto_pub", *client_args(broker, certs, user, user)]
+        procs = []
+        for user in publishers:
+            cmd = ["mosquitto_pub", *client_args(publish_to, certs, user, user)]
             cmd += ["-q", str(qos), "-t", f"bench/data/{user}", "-l"]
-            publishers.append(
-                stack.enter_context(started(cmd, "mosquitto_pub", stdin=subprocess.PIPE))
-            )
-        await_connected(log, log_start, fleet.publishers)
-        for proc in publishers:
+            procs.append(stack.enter_context(started(cmd, "mosquitto_pub", stdin=subprocess.PIPE)))
+        all_connected()
+        for proc in procs:
             threading.Thread(target=feed, args=(proc, lines), daemon=True).start()
         return count_messages(seen, total)
 
 
-def await_connected(log: Path, start: int, client_ids: list[str]) -> None:
-    """Wait for the broker's "New client connected ... as <id> (" line of each client."""
+def await_connected(log: Path, start: int, client_ids: list[str], line: str = " as {} (") -> None:
+    """Wait for the broker log's line for each client (Mosquitto's "New client connected
+    ... as <id> (" by default), written after `start`."""
     deadline = time.monotonic() + 60
-    wanted = [f" as {client_id} (".encode() for client_id in client_ids]
+    wanted = [line.format(client_id).encode() for client_id in client_ids]
     while time.monotonic() < deadline:
         with log.open("rb") as f:
             f.seek(start)

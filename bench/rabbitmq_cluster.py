@@ -9,7 +9,7 @@ password hashes, permissions, topic permissions), http-* accounts in Django only
 same rights (publishers publish on bench/data/<username>, the subscriber subscribes to and
 receives bench/#). An http-* login first misses in the internal database, then asks Django
 (brokerauth/rabbitmq.py) under Gunicorn (web/gunicorn.conf.py, -w 2) on a scratch SQLite
-database under var/bench/rabbitmq, BCRYPT_ROUNDS=12 as in broker_throughput.py.
+database under var/bench/rabbitmq, BCRYPT_ROUNDS=12 (broker_throughput.py's environment).
 
 Interleaved internal, http, --runs times (the report gives medians and paired ratios):
   - messages/s at each --qos: --publishers mosquitto_pub -l on node 1, one mosquitto_sub on
@@ -58,16 +58,14 @@ from bench.broker_throughput import (
     PY,
     ROOT,
     BrokerConfig,
-    await_ready,
-    client_args,
+    await_connected,
     connect_packet,
-    count_messages,
-    feed,
+    django_env,
     median,
     paired_ratio,
-    read_lines,
     started,
     storm,
+    stream,
     wait_port,
 )
 from rabbitmq.cluster import Cluster, Node, free_ports
@@ -170,21 +168,6 @@ def definitions(accounts: dict[str, list[str]]) -> dict[str, object]:
     }
 
 
-def django_env(var: Path, secret: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DEV_MODE": "1",
-        "DEBUG": "0",
-        "SECURE": "0",
-        "VAR_DIR": str(var),
-        "DATABASE_URL": f"sqlite:///{var / 'db.sqlite3'}",
-        "LOG_TO_FILE": "0",
-        "LOG_LEVEL": "WARNING",
-        "BCRYPT_ROUNDS": "12",
-        "MQTT_AUTH_SECRET": secret,
-    }
-
-
 def prepare_django(env: dict[str, str], accounts: dict[str, list[str]]) -> None:
     subprocess.run([PY, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     subprocess.run(
@@ -203,51 +186,25 @@ def target(node: Node) -> BrokerConfig:
 # ------------------------------------------------------------------- measurements
 
 
-def await_connected(node: Node, start: int, client_ids: list[str]) -> None:
-    """Wait for the node's "accepting MQTT connection ... client id: <id>)" of each client."""
-    deadline = time.monotonic() + 60
-    wanted = [f"client id: {client_id})".encode() for client_id in client_ids]
-    while time.monotonic() < deadline:
-        with node.log_file.open("rb") as f:
-            f.seek(start)
-            text = f.read()
-        if all(w in text for w in wanted):
-            return
-        time.sleep(0.02)
-    raise SystemExit(f"publishers did not all connect; see {node.log_file}")
-
-
 def throughput(
     cluster: Cluster, accounts: dict[str, list[str]], qos: int, messages: int, run: int
 ) -> float:
-    publishers, subscriber = accounts["pub"], accounts["sub"][0]
+    """Publishers on node 1, the subscriber on node 2: every message crosses the cluster."""
     node1, node2 = cluster.nodes
-    per_publisher = messages // len(publishers)
-    lines = "".join(f"{i}\n" for i in range(per_publisher)).encode()
-    certs = cluster.certs
+    publishers, subscriber = accounts["pub"], accounts["sub"][0]
     log_start = node1.log_file.stat().st_size
     # A client id per run: a QoS 1 subscription queue left by the previous run stays empty.
-    sub_cmd = [
-        "mosquitto_sub",
-        *client_args(target(node2), certs, subscriber, f"{subscriber}-{run}"),
-    ]
-    sub_cmd += ["-q", str(qos), "-t", "bench/#", "-v"]
-    with ExitStack() as stack:
-        sub = stack.enter_context(started(sub_cmd, "mosquitto_sub", stdout=subprocess.PIPE))
-        seen: queue.Queue[tuple[float, bytes]] = queue.Queue()
-        threading.Thread(target=read_lines, args=(sub, seen), daemon=True).start()
-        first = publishers[0]
-        ready = ["mosquitto_pub", *client_args(target(node1), certs, first, f"{first}-ready")]
-        await_ready([*ready, "-t", f"bench/data/{first}", "-m", "ready", "-q", "1"], seen)
-        procs = []
-        for user in publishers:
-            cmd = ["mosquitto_pub", *client_args(target(node1), certs, user, user)]
-            cmd += ["-q", str(qos), "-t", f"bench/data/{user}", "-l"]
-            procs.append(stack.enter_context(started(cmd, "mosquitto_pub", stdin=subprocess.PIPE)))
-        await_connected(node1, log_start, publishers)
-        for proc in procs:
-            threading.Thread(target=feed, args=(proc, lines), daemon=True).start()
-        return count_messages(seen, per_publisher * len(publishers))
+    return stream(
+        target(node1),
+        target(node2),
+        cluster.certs,
+        (subscriber, f"{subscriber}-{run}"),
+        publishers,
+        qos,
+        messages,
+        # The node's "accepting MQTT connection ... client id: <id>)" line.
+        lambda: await_connected(node1.log_file, log_start, publishers, "client id: {})"),
+    )
 
 
 def latency(cluster: Cluster, accounts: dict[str, list[str]], count: int) -> tuple[float, float]:
