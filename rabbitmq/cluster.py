@@ -40,6 +40,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from web import secretfile
+
 ROOT = Path(__file__).resolve().parent.parent
 RENDER = ROOT / "mosquitto" / "render.py"
 
@@ -253,10 +255,8 @@ class Cluster:
     def _prepare(self) -> None:
         if self.workdir.exists():
             shutil.rmtree(self.workdir)
-        self.home.mkdir(parents=True)
-        cookie = self.home / ".erlang.cookie"
-        cookie.write_text(secrets.token_hex(20).upper())
-        cookie.chmod(0o400)
+        # Erlang wants the cookie readable by its owner only; 0600 from the start.
+        secretfile.write(self.home / ".erlang.cookie", secrets.token_hex(20).upper())
         (self.workdir / "rabbitmq-env.conf").write_text(
             "# Our own (empty) env file: keeps /etc/rabbitmq/rabbitmq-env.conf out.\n"
         )
