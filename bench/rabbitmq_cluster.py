@@ -17,8 +17,9 @@ Interleaved internal, http, --runs times (the report gives medians and paired ra
     data message to the last, every publisher connected before the first line;
   - connections/s, warm: --storm-accounts accounts connect --storm-rounds times each (TLS,
     CONNECT, CONNACK, DISCONNECT) on node 1 from --storm-threads threads;
-  - connections/s, cold: the first login of --storm-accounts fresh accounts. Django verifies
-    bcrypt at cost 12; the fast credentials of issue 14 do not exist yet.
+  - connections/s, cold: the first login of --storm-accounts fresh accounts, twice: with a
+    chosen password (bcrypt, cost 12 in Django) and with a generated secret (Mosquitto's $7$
+    PBKDF2-SHA512, brokerauth/passwords.py). RabbitMQ's own are salted SHA-256 either way.
 Once per kind of account:
   - cross-node latency: a paho publisher on node 1, a subscriber on node 2, QoS 1,
     --latency-messages at 100/s, send to receive, p50 / p99;
@@ -70,28 +71,31 @@ from bench.broker_throughput import (
 )
 from rabbitmq.cluster import Cluster, Node, free_ports
 from tests.brokers import make_certs
+from web import secretfile
 
 KINDS = ("int", "http")
 LABELS = {"int": "RabbitMQ internal", "http": "Django (auth_http)"}
 
-# Django's accounts: one bcrypt hash (cost 12) for the publishers, the subscriber and the
-# storm accounts; the memory fleet's hash has cost 4, so that its 1,000 first logins take
-# seconds, not minutes (what is measured there is memory, not logins).
+# Django's accounts: a chosen password's bcrypt hash (cost 12) for the publishers, the
+# subscriber, the warm and the bcrypt cold storm; a generated secret's $7$ PBKDF2-SHA512
+# hash (brokerauth/passwords.py) for the other cold storm and the memory fleet.
 SEED = """
-import sys, bcrypt
+import sys
 from brokerauth import passwords
+from brokerauth.acl import Access
 from brokerauth.models import Account, Group, Rule
 lines = sys.stdin.read().split()
-slow = passwords.make_hash({password!r})
-fast = bcrypt.hashpw({password!r}.encode(), bcrypt.gensalt(4)).decode()
+chosen = passwords.hash_password({password!r})
+generated = passwords.hash_secret({password!r})
 Account.objects.bulk_create(
-    [Account(username=n, password_hash=fast if "-dev-" in n else slow) for n in lines]
+    [Account(username=n, password_hash=generated if "-gen-" in n or "-dev-" in n else chosen)
+     for n in lines]
 )
 sub = Account.objects.get(username="http-sub")
-for access in (Rule.AccessChoice.SUBSCRIBE, Rule.AccessChoice.RECEIVE):
+for access in (Access.SUBSCRIBE, Access.RECEIVE):
     Rule.objects.create(account=sub, pattern="bench/#", access=access)
 fleet = Group.objects.create(name="fleet")
-Rule.objects.create(group=fleet, pattern="bench/data/%u", access=Rule.AccessChoice.PUBLISH)
+Rule.objects.create(group=fleet, pattern="bench/data/%u", access=Access.PUBLISH)
 for account in Account.objects.filter(username__startswith="http-pub-"):
     fleet.memberships.create(account=account)
 """
@@ -102,9 +106,15 @@ def names(kind: str, args: argparse.Namespace) -> dict[str, list[str]]:
         "sub": [f"{kind}-sub"],
         "pub": [f"{kind}-pub-{i}" for i in range(args.publishers)],
         "warm": [f"{kind}-warm-{i}" for i in range(args.storm_accounts)],
-        "cold": [
-            f"{kind}-cold-{r}-{i}" for r in range(args.runs) for i in range(args.storm_accounts)
-        ],
+        # First logins, a fresh batch per run: chosen passwords (bcrypt) and generated secrets.
+        **{
+            group: [
+                f"{kind}-{group}-{r}-{i}"
+                for r in range(args.runs)
+                for i in range(args.storm_accounts)
+            ]
+            for group in ("cold", "gen")
+        },
         "dev": [f"{kind}-dev-{i}" for i in range(args.devices)],
     }
 
@@ -307,7 +317,8 @@ def report(results: dict[str, dict[str, list[float]]], args: argparse.Namespace)
     ]
     metrics += [
         ("warm", f"connections/s, warm storm ({args.storm_accounts} x {args.storm_rounds})"),
-        ("cold", f"connections/s, cold storm ({args.storm_accounts} first logins)"),
+        ("cold", f"connections/s, cold storm ({args.storm_accounts} first logins, bcrypt 12)"),
+        ("gen", f"connections/s, cold storm ({args.storm_accounts} first logins, $7$ secrets)"),
         ("p50", f"cross-node latency p50 ms ({args.latency_messages} messages, QoS 1)"),
         ("p99", "cross-node latency p99 ms"),
         ("mem", f"memory MiB per 1,000 devices ({args.devices} connected, erlang total)"),
@@ -361,6 +372,8 @@ def main() -> int:
     var = ROOT / "var" / "bench" / "rabbitmq"
     shutil.rmtree(var, ignore_errors=True)
     var.mkdir(parents=True)
+    (var / "static").mkdir(parents=True)  # STATIC_ROOT: WhiteNoise warns when it is missing
+    secretfile.create_dev_secrets(var)
     secret = secrets.token_urlsafe(24)
     env = django_env(var, secret)
     accounts = {kind: names(kind, args) for kind in KINDS}
@@ -400,11 +413,11 @@ def main() -> int:
                         f"qos{qos}",
                         throughput(cluster, accounts[kind], qos, args.messages, run),
                     )
-                cold = accounts[kind]["cold"][
-                    run * args.storm_accounts : (run + 1) * args.storm_accounts
-                ]
                 port = cluster.nodes[0].mqtt_port
-                record(kind, "cold", storm(port, cluster.certs, cold, 1, args.storm_threads))
+                batch = slice(run * args.storm_accounts, (run + 1) * args.storm_accounts)
+                for group in ("cold", "gen"):
+                    fresh = accounts[kind][group][batch]
+                    record(kind, group, storm(port, cluster.certs, fresh, 1, args.storm_threads))
                 warm = accounts[kind]["warm"]
                 record(
                     kind,
