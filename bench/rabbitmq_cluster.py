@@ -11,12 +11,14 @@ receives bench/#). An http-* login first misses in the internal database, then a
 (brokerauth/rabbitmq.py) under Gunicorn (web/gunicorn.conf.py, -w 2) on a scratch SQLite
 database under var/bench/rabbitmq, BCRYPT_ROUNDS=12 (broker_throughput.py's environment).
 
-Interleaved internal, http, --runs times (the report gives medians and paired ratios):
+Interleaved, internal then http, then http then internal, ..., --runs times (the report
+gives medians and paired ratios):
   - messages/s at each --qos: --publishers mosquitto_pub -l on node 1, one mosquitto_sub on
     node 2 (every message crosses the cluster), counted at the subscriber from its first
     data message to the last, every publisher connected before the first line;
   - connections/s, warm: --storm-accounts accounts connect --storm-rounds times each (TLS,
-    CONNECT, CONNACK, DISCONNECT) on node 1 from --storm-threads threads;
+    CONNECT, CONNACK, DISCONNECT) on node 1 from --storm-threads threads; then
+    --serial-connects of one account, one at a time (ms per connect);
   - connections/s, cold: the first login of --storm-accounts fresh accounts, twice: with a
     chosen password (bcrypt, cost 12 in Django) and with a generated secret (Mosquitto's $7$
     PBKDF2-SHA512, brokerauth/passwords.py). RabbitMQ's own are salted SHA-256 either way.
@@ -317,6 +319,7 @@ def report(results: dict[str, dict[str, list[float]]], args: argparse.Namespace)
     ]
     metrics += [
         ("warm", f"connections/s, warm storm ({args.storm_accounts} x {args.storm_rounds})"),
+        ("serial", f"ms per warm connect, one at a time ({args.serial_connects} connects)"),
         ("cold", f"connections/s, cold storm ({args.storm_accounts} first logins, bcrypt 12)"),
         ("gen", f"connections/s, cold storm ({args.storm_accounts} first logins, $7$ secrets)"),
         ("p50", f"cross-node latency p50 ms ({args.latency_messages} messages, QoS 1)"),
@@ -360,6 +363,7 @@ def main() -> int:
     parser.add_argument("--storm-accounts", type=int, default=20)
     parser.add_argument("--storm-rounds", type=int, default=10)
     parser.add_argument("--storm-threads", type=int, default=10)
+    parser.add_argument("--serial-connects", type=int, default=50)
     parser.add_argument("--latency-messages", type=int, default=500)
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2)
@@ -405,7 +409,9 @@ def main() -> int:
             usernames = accounts[kind]["sub"] + accounts[kind]["pub"] + accounts[kind]["warm"]
             storm(cluster.nodes[0].mqtt_port, cluster.certs, usernames, 8, args.storm_threads)
         for run in range(args.runs):
-            for kind in KINDS:
+            # Internal first in even runs, http first in odd ones: neither always follows the
+            # other's storms.
+            for kind in KINDS if run % 2 == 0 else KINDS[::-1]:
                 print(f"run {run + 1}/{args.runs}, {kind}:", file=sys.stderr, flush=True)
                 for qos in args.qos:
                     record(
@@ -424,6 +430,10 @@ def main() -> int:
                     "warm",
                     storm(port, cluster.certs, warm, args.storm_rounds, args.storm_threads),
                 )
+                # One connect at a time: what a login costs, stalls included (Nagle's 40 ms
+                # would show here once per HTTP call).
+                serial = storm(port, cluster.certs, warm[:1], args.serial_connects, 1)
+                record(kind, "serial", 1000 / serial if serial else 0.0)
                 print(
                     "  " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in results[kind].items()),
                     file=sys.stderr,
