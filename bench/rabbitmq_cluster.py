@@ -390,7 +390,6 @@ def main() -> int:
         auth_port=http_port,
         secret=secret,
         auth_backends=("internal", "http"),
-        log_level="info",
     )
     results: dict[str, dict[str, list[float]]] = {kind: {} for kind in KINDS}
 

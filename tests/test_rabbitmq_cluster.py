@@ -43,7 +43,7 @@ def connect(rabbitmq_cluster: Cluster) -> Iterator[Connect]:
     ) -> MqttSession:
         target: Node = rabbitmq_cluster.nodes[node]
         endpoint = Endpoint(target.mqtt_port, rabbitmq_cluster.ca_file)
-        session = MqttSession(endpoint, username, password, client_id, protocol=protocol)  # type: ignore[arg-type]
+        session = MqttSession(endpoint, username, password, client_id, protocol=protocol)
         opened.append(session)
         session.connect(timeout=10)
         return session
