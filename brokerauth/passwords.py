@@ -119,8 +119,10 @@ def algorithm(stored: str) -> str:
 
 
 def mosquitto_can_read(stored: str) -> bool:
-    """Would a plain Mosquitto's password_file accept this hash (export)?"""
-    return parse_mosquitto(stored) is not None
+    """Would a plain Mosquitto's password_file accept this hash (import, export)? Mosquitto
+    2.0 also wants a salt of exactly 12 bytes, or it removes the entry."""
+    parsed = parse_mosquitto(stored)
+    return parsed is not None and len(parsed[2]) == PBKDF2_SALT_BYTES
 
 
 # -- checking --------------------------------------------------------------------------------
