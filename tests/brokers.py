@@ -186,6 +186,36 @@ class Broker:
         return MqttSession(self, username, password, client_id, **kwargs)
 
 
+@dataclass
+class NativeBroker(Broker):
+    """A plain Mosquitto deciding from its own password_file and acl_file, without the
+    project's plugin: what an operator runs before importing, or after exporting."""
+
+    password_file: Path | None = None
+    acl_file: Path | None = None
+
+    def render(self) -> Path:
+        conf = self.workdir / "mosquitto.conf"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        conf.write_text(
+            "per_listener_settings false\n"
+            "allow_anonymous false\n"
+            f"user {self.user}\n"
+            f"pid_file {self.workdir / 'mosquitto.pid'}\n"
+            f"listener {self.port} 127.0.0.1\n"
+            f"cafile {self.ca_file}\n"
+            f"certfile {self.certs / 'server.crt'}\n"
+            f"keyfile {self.certs / 'server.key'}\n"
+            f"password_file {self.password_file}\n"
+            f"acl_file {self.acl_file}\n"
+            f"log_dest file {self.log_file}\n"
+            "log_type error\nlog_type warning\nlog_type notice\n"
+            "persistence false\n"
+            f"sys_interval {self.sys_interval}\n"
+        )
+        return conf
+
+
 class MqttSession:
     """One paho client with blocking helpers. Messages land in `self.messages`."""
 
