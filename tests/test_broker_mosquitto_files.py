@@ -247,7 +247,7 @@ def import_files(password_file: Path, acl_file: Path) -> str:
     return err.getvalue()
 
 
-def test_the_broker_answers_the_same_before_and_after_the_import(
+def test_the_broker_answers_the_same_before_and_after_the_import_and_after_the_export(
     native_files: tuple[Path, Path], live_server: Any, tls_certs: Path, tmp_path: Path
 ) -> None:
     native = NativeBroker(
@@ -276,6 +276,29 @@ def test_the_broker_answers_the_same_before_and_after_the_import(
     with running(plugin):
         after = observe(plugin)
     assert _differences(before, after) == {}
+
+    exported = tmp_path / "exported"
+    out = StringIO()
+    call_command(
+        "export_mosquitto",
+        "--password-file",
+        str(exported / "passwd"),
+        "--acl-file",
+        str(exported / "acl"),
+        stdout=out,
+    )
+    assert "Wrote 5 accounts" in out.getvalue()
+    again = NativeBroker(
+        workdir=exported,
+        certs=tls_certs,
+        auth_port=0,
+        secret="",
+        password_file=exported / "passwd",
+        acl_file=exported / "acl",
+    )
+    with running(again):
+        from_export = observe(again)
+    assert _differences(before, from_export) == {}
 
 
 def _differences(before: Answers, after: Answers) -> dict[tuple[str, str, str], tuple[bool, bool]]:
