@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 
 from brokerauth.policy import policy
 from tests.brokers import Broker, MqttSession, NativeBroker, live_port
-from tests.test_mosquitto_files import mosquitto_passwd
+from tests.test_mosquitto_files import mosquitto_passwd, run_command
 
 pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True)]
 
@@ -234,15 +234,7 @@ def _until(session: MqttSession, marker: str) -> set[str]:
 def import_files(password_file: Path, acl_file: Path) -> str:
     err = StringIO()
     with pytest.raises(CommandError):
-        call_command(
-            "import_mosquitto",
-            "--password-file",
-            str(password_file),
-            "--acl-file",
-            str(acl_file),
-            stdout=StringIO(),
-            stderr=err,
-        )
+        run_command("import_mosquitto", password_file, acl_file, err=err)
     policy.clear()
     return err.getvalue()
 
@@ -278,16 +270,8 @@ def test_the_broker_answers_the_same_before_and_after_the_import_and_after_the_e
     assert _differences(before, after) == {}
 
     exported = tmp_path / "exported"
-    out = StringIO()
-    call_command(
-        "export_mosquitto",
-        "--password-file",
-        str(exported / "passwd"),
-        "--acl-file",
-        str(exported / "acl"),
-        stdout=out,
-    )
-    assert "Wrote 5 accounts" in out.getvalue()
+    out = run_command("export_mosquitto", exported / "passwd", exported / "acl")
+    assert "Wrote 5 accounts" in out
     again = NativeBroker(
         workdir=exported,
         certs=tls_certs,

@@ -8,13 +8,14 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 
 from brokerauth.acl import Access
 from brokerauth.models import Account, Group, Rule
 from brokerauth.mosquitto_export import export
 from brokerauth.mosquitto_files import read_acl_file, read_password_file
 from tests.conftest import DEVICE_PASSWORD
+from tests.test_mosquitto_files import run_command
 
 pytestmark = pytest.mark.django_db
 
@@ -34,15 +35,7 @@ def user_block(acl: str, username: str) -> list[str]:
 def test_files_are_0600_and_mosquitto_reads_them_back(tmp_path: Path) -> None:
     alice = generated("alice")
     Rule.objects.create(account=alice, pattern="devices/%u/#", access=Access.ALL)
-    out = StringIO()
-    call_command(
-        "export_mosquitto",
-        "--password-file",
-        str(tmp_path / "passwd"),
-        "--acl-file",
-        str(tmp_path / "acl"),
-        stdout=out,
-    )
+    out = run_command("export_mosquitto", tmp_path / "passwd", tmp_path / "acl")
     for name in ("passwd", "acl"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600
     entries, problems = read_password_file((tmp_path / "passwd").read_text())
@@ -54,7 +47,7 @@ def test_files_are_0600_and_mosquitto_reads_them_back(tmp_path: Path) -> None:
     assert [(r.kind, r.user, r.access, r.topic) for r in rules] == [
         ("topic", "alice", "readwrite", "devices/alice/#")
     ]
-    assert "Wrote 1 accounts" in out.getvalue() and "Wrote 1 acl_file lines" in out.getvalue()
+    assert "Wrote 1 accounts" in out and "Wrote 1 acl_file lines" in out
 
 
 def test_a_bcrypt_account_is_listed_and_the_command_exits_non_zero(
@@ -62,15 +55,7 @@ def test_a_bcrypt_account_is_listed_and_the_command_exits_non_zero(
 ) -> None:
     err = StringIO()
     with pytest.raises(CommandError, match="1 things could not be carried over"):
-        call_command(
-            "export_mosquitto",
-            "--password-file",
-            str(tmp_path / "passwd"),
-            "--acl-file",
-            str(tmp_path / "acl"),
-            stdout=StringIO(),
-            stderr=err,
-        )
+        run_command("export_mosquitto", tmp_path / "passwd", tmp_path / "acl", err=err)
     assert "account alice: bcrypt, which Mosquitto cannot read" in err.getvalue()
     # Its rules are still written: a password added with mosquitto_passwd brings it back.
     assert (tmp_path / "passwd").read_text() == ""

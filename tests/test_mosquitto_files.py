@@ -4,9 +4,11 @@ and the refused lines reported with their numbers."""
 from __future__ import annotations
 
 import subprocess
+from io import StringIO
 from pathlib import Path
 
 import pytest
+from django.core.management import call_command
 
 from brokerauth import passwords
 from brokerauth.mosquitto_files import (
@@ -23,6 +25,16 @@ def mosquitto_passwd(path: Path, username: str, password: str, *algorithm: str) 
     create = [] if path.exists() else ["-c"]
     command = ["mosquitto_passwd", *algorithm, *create, "-b", str(path), username, password]
     subprocess.run(command, check=True, capture_output=True)
+
+
+def run_command(
+    name: str, password_file: Path, acl_file: Path, *extra: str, err: StringIO | None = None
+) -> str:
+    """import_mosquitto or export_mosquitto on these two files; what it printed."""
+    out = StringIO()
+    files = ["--password-file", str(password_file), "--acl-file", str(acl_file)]
+    call_command(name, *files, *extra, stdout=out, stderr=err or StringIO())
+    return out.getvalue()
 
 
 def test_it_reads_the_hashes_mosquitto_passwd_writes(tmp_path: Path) -> None:

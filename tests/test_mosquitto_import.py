@@ -7,11 +7,11 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 
 from brokerauth.acl import Access
 from brokerauth.models import Account, Credential, Group, Membership, Rule
-from tests.test_mosquitto_files import mosquitto_passwd
+from tests.test_mosquitto_files import mosquitto_passwd, run_command
 
 pytestmark = pytest.mark.django_db
 
@@ -47,18 +47,7 @@ def files(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def run(files: tuple[Path, Path], *extra: str) -> str:
-    out = StringIO()
-    call_command(
-        "import_mosquitto",
-        "--password-file",
-        str(files[0]),
-        "--acl-file",
-        str(files[1]),
-        *extra,
-        stdout=out,
-        stderr=StringIO(),
-    )
-    return out.getvalue()
+    return run_command("import_mosquitto", *files, *extra)
 
 
 def decide(username: str, clientid: str, topic: str, access: Access) -> bool:
@@ -178,15 +167,7 @@ def test_lines_it_cannot_translate_are_listed_and_the_rest_is_imported(
     files[0].write_text(files[0].read_text() + "carol:$2b$12$notmosquitto\n")
     err = StringIO()
     with pytest.raises(CommandError, match="6 lines could not be imported"):
-        call_command(
-            "import_mosquitto",
-            "--password-file",
-            str(files[0]),
-            "--acl-file",
-            str(files[1]),
-            stdout=StringIO(),
-            stderr=err,
-        )
+        run_command("import_mosquitto", *files, err=err)
     report = err.getvalue().splitlines()
     assert [line.split(":")[1] for line in report] == [
         " acl_file line 1",
