@@ -85,7 +85,7 @@ def test_search_a_client_and_see_its_charts(page: Any, live_server: Any, device:
     AuthEvent.objects.create(kind="acl", username="alice", allowed=False, reason="no rule matched")
     seed_broker_state()
     page.reload()
-    page.locator(".chart[data-rates=messages] canvas").wait_for()
+    page.locator(".chart[data-chart=messages] canvas").wait_for()
     shot(page, "dashboard")
     page.click("text=Clients")
     page.fill("#q", "sensor")
@@ -95,9 +95,9 @@ def test_search_a_client_and_see_its_charts(page: Any, live_server: Any, device:
     shot(page, "clients")
     page.click("#client-table a:text('sensor-1')")
     page.click("nav.periods >> text=1h")
-    chart = page.locator(".chart[data-metric=temperature]")
+    chart = page.locator(".chart[data-chart=temperature]")
     chart.locator("canvas").wait_for()
-    assert int(chart.get_attribute("data-drawn")) == 60
+    assert int(chart.get_attribute("data-points")) == 60
     shot(page, "client")
 
 

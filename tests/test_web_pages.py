@@ -131,8 +131,9 @@ def test_dashboard_shows_broker_clients_refusals_and_rates(
     assert response.context["refused_auth"] == 1
     assert not response.context["sys_stale"]
     assert "disagree" not in html and "believes" not in html
-    rates = response.context["charts"]["messages"]["received"]
-    assert len(rates) == 29 and all(rate == pytest.approx(10.0) for _t, rate in rates)
+    received, sent = response.context["charts"]["charts"]["messages"]["lines"]
+    assert received[0] is None and sent[0] is None  # no rate before the second sample
+    assert received[1:] == pytest.approx([10.0] * 29) and sent[1:] == pytest.approx([15.0] * 29)
 
 
 def test_dashboard_warns_about_stale_data_and_a_presence_mismatch(
@@ -167,7 +168,7 @@ def test_clients_list_refreshes_as_a_partial_for_htmx(
     response = operator_client.get("/clients/", {"q": "sensor"}, HTTP_HX_REQUEST="true")
     html = response.content.decode()
     assert html.startswith('<div id="client-table" hx-get="/clients/?q=sensor"')
-    assert 'hx-trigger="every 5s"' in html and "<html" not in html
+    assert 'hx-trigger="live-tick from:body"' in html and "<html" not in html
 
 
 def test_clients_list_query_count_does_not_grow_with_clients(
@@ -190,11 +191,13 @@ def test_client_detail_shows_presence_sessions_telemetry_and_decisions(
     for text in ("10.0.0.5:43476", "MQTT 5", "60 s", "keepalive timeout", "not JSON"):
         assert text in html
     assert "no rule matched" in html
-    charts = json.loads(response.context["charts"] and _json_script(html, "metric-data"))
-    temperature = charts["metrics"]["temperature"]
-    assert len(temperature["t"]) == 60
-    assert temperature["ma"][0][-1] == pytest.approx(sum(20 + i % 7 for i in range(55, 60)) / 5)
+    charts = json.loads(_json_script(html, "chart-data"))
+    temperature = charts["charts"]["temperature"]
+    assert len(temperature["t"]) == 60 and None not in temperature["lines"][0]
+    average, short, _long = temperature["lines"]
+    assert short[-1] == pytest.approx(sum(20 + i % 7 for i in range(55, 60)) / 5)
     assert charts["windows"] == ["5 min", "15 min"]
+    assert temperature["labels"] == ["average", "moving avg 5 min", "moving avg 15 min"]
 
 
 def test_client_detail_query_count_does_not_grow_with_readings(
@@ -204,7 +207,7 @@ def test_client_detail_query_count_does_not_grow_with_readings(
     # session, user, client, account, sessions, latest values, telemetry buckets, events
     with django_assert_num_queries(8):
         response = operator_client.get(f"/clients/{client.pk}/", {"period": "24h"})
-    assert len(response.context["charts"]["metrics"]["humidity"]["t"]) <= 300
+    assert len(response.context["charts"]["charts"]["humidity"]["t"]) <= 301
 
 
 def test_client_detail_of_an_unknown_client_is_404(operator_client: HttpClient) -> None:

@@ -86,6 +86,17 @@ def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in env(name, default).split(",") if item.strip()]
 
 
+def env_map(name: str, default: str = "") -> dict[str, str]:
+    """Comma-separated `key=value` pairs, e.g. `temperature=°C,humidity=%`; blanks dropped."""
+    pairs = {}
+    for item in env_list(name, default):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{name}: {item!r} is not key=value (such as temperature=°C).")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
 def log_handlers(
     log_dir: Path | None, *, max_bytes: int, backups: int, stream: str | None = None
 ) -> dict[str, dict[str, object]]:

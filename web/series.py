@@ -1,8 +1,10 @@
 """Telemetry and broker time series for charts: downsampled in the database, smoothed here.
 
-A chart never needs more points than it has pixels, so readings are grouped into at most
-`points` equal time buckets by one GROUP BY query, whatever the number of metrics; the moving
-averages are then computed over those few buckets, weighted by their counts.
+A chart never needs more points than it has pixels, so readings are grouped into `points`
+equal time buckets (one more when the range does not start on a bucket's edge) by one GROUP BY
+query, whatever the number of metrics; the moving averages are then computed over those few
+buckets, weighted by their counts. A bucket without readings is not a point: where a series
+pauses for longer than its usual step, `breaks()` says so, and the chart draws a gap.
 
 Short periods group the raw readings. Longer ones group the monitor's per-minute or per-hour
 rollups (`ReadingRollup`), so that no chart reads more than a few thousand rows per metric
@@ -13,8 +15,11 @@ them, and each bucket's average is its sum over its count, exactly that of its r
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from itertools import pairwise
+from math import ceil
 from typing import Any
 
 from django.conf import settings
@@ -74,13 +79,55 @@ class Point:
     min: float
     max: float
     count: int
+    bucket: int  # floor(epoch seconds / width): the same bucket keeps its number as time goes
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where a chart's buckets come from: raw readings (resolution None) or rollups of
+    `resolution` seconds, with the bucket `width` a whole multiple of it. Buckets are aligned
+    on multiples of `width` since the epoch (`since` is the start of the first one), so that
+    a bucket is the same bucket in every answer: a live chart re-reads only its last ones."""
+
+    resolution: int | None
+    since: datetime
+    width: float
+
+    def starting(self, when: datetime) -> Plan:
+        """The same buckets from the one holding `when` on."""
+        return replace(self, since=aligned(when, self.width))
+
+    def first_bucket(self) -> int:
+        return round(self.since.timestamp() / self.width)
+
+
+def aligned(when: datetime, width: float) -> datetime:
+    return datetime.fromtimestamp(when.timestamp() // width * width, when.tzinfo)
+
+
+def plan(since: datetime, until: datetime, points: int) -> Plan:
+    span = (until - since).total_seconds()
+    width = span / max(points, 1)
+    if width < MINUTE:
+        return raw_plan(since, until, points)
+    resolution = MINUTE
+    beyond_minutes = since < timezone.now() - timedelta(days=settings.TELEMETRY_RETENTION_DAYS)
+    if width >= HOUR or span / MINUTE > MAX_MINUTE_ROWS or beyond_minutes:
+        resolution = HOUR
+    width = -(-width // resolution) * resolution
+    return Plan(resolution, aligned(since, width), width)
+
+
+def raw_plan(since: datetime, until: datetime, points: int) -> Plan:
+    """Buckets of the raw rows, whatever their width (the broker's samples have no rollups)."""
+    width = max((until - since).total_seconds() / max(points, 1), 1e-3)
+    return Plan(None, aligned(since, width), width)
 
 
 def bucketed(
-    qs: QuerySet[Any], time_field: str, since: datetime, until: datetime, points: int, *group: str
+    qs: QuerySet[Any], time_field: str, how: Plan, since: datetime, until: datetime, *group: str
 ) -> QuerySet[Any]:
-    width = max((until - since).total_seconds() / max(points, 1), 1e-3)
-    bucket = Bucket(F(time_field), Value(since.timestamp()), Value(width))
+    bucket = Bucket(F(time_field), Value(how.since.timestamp()), Value(how.width))
     return (
         qs.filter(**{f"{time_field}__gte": since, f"{time_field}__lte": until})
         .annotate(bucket=bucket)
@@ -97,33 +144,6 @@ def bucketed(
     )
 
 
-@dataclass(frozen=True)
-class Plan:
-    """Where a chart's buckets come from: raw readings (resolution None) or rollups of
-    `resolution` seconds, with `since` and the bucket `width` whole multiples of it."""
-
-    resolution: int | None
-    since: datetime
-    width: float
-
-
-def plan(since: datetime, until: datetime, points: int) -> Plan:
-    span = (until - since).total_seconds()
-    width = span / max(points, 1)
-    if width < MINUTE:
-        return Plan(None, since, width)
-    resolution = MINUTE
-    beyond_minutes = since < timezone.now() - timedelta(days=settings.TELEMETRY_RETENTION_DAYS)
-    if width >= HOUR or span / MINUTE > MAX_MINUTE_ROWS or beyond_minutes:
-        resolution = HOUR
-    start = since.timestamp() // resolution * resolution
-    return Plan(
-        resolution,
-        datetime.fromtimestamp(start, since.tzinfo),
-        -(-width // resolution) * resolution,
-    )
-
-
 def telemetry(
     client: Client | int,
     since: datetime,
@@ -132,9 +152,19 @@ def telemetry(
     metric: str | None = None,
 ) -> dict[str, list[Point]]:
     """Every metric of one client (or just `metric`), each downsampled: one query."""
-    how = plan(since, until, points)
+    return planned_telemetry(client, plan(since, until, points), since, until, metric)
+
+
+def planned_telemetry(
+    client: Client | int,
+    how: Plan,
+    since: datetime,
+    until: datetime,
+    metric: str | None = None,
+) -> dict[str, list[Point]]:
+    """Like telemetry(), in the buckets of `how` (a live chart's tail: Plan.starting())."""
     if how.resolution is None:
-        return raw_telemetry(client, since, until, points, metric)
+        return raw_telemetry(client, how, since, until, metric)
     qs = ReadingRollup.objects.filter(
         client=client, resolution=how.resolution, start__gte=how.since, start__lte=until
     )
@@ -157,41 +187,47 @@ def telemetry(
     )
     series: dict[str, list[Point]] = defaultdict(list)
     step = timedelta(seconds=how.resolution)
+    first = how.first_bucket()
     for row in rows:
         last = min(row["t_last"] + step, until)
         avg = row["added"] / row["n"]
-        series[row["metric"]].append(Point(row["t"], last, avg, row["lo"], row["hi"], row["n"]))
+        number = first + int(row["bucket"])
+        point = Point(row["t"], last, avg, row["lo"], row["hi"], row["n"], number)
+        series[row["metric"]].append(point)
     return dict(series)
 
 
 def raw_telemetry(
     client: Client | int,
+    how: Plan,
     since: datetime,
     until: datetime,
-    points: int,
     metric: str | None = None,
 ) -> dict[str, list[Point]]:
     qs = Reading.objects.filter(client=client)
     if metric:
         qs = qs.filter(metric=metric)
-    series: dict[str, list[Point]] = defaultdict(list)
-    for row in bucketed(qs, "at", since, until, points, "metric"):
-        series[row["metric"]].append(
-            Point(row["t"], row["t_last"], row["avg"], row["lo"], row["hi"], row["n"])
-        )
-    return dict(series)
+    return grouped(bucketed(qs, "at", how, since, until, "metric"), "metric", how)
 
 
 def broker_series(
-    topics: list[str], since: datetime, until: datetime, points: int
+    topics: list[str], how: Plan, since: datetime, until: datetime
 ) -> dict[str, list[Point]]:
+    """The $SYS samples of `topics` in the buckets of `how` (a raw_plan()): one query."""
     qs = BrokerStatSample.objects.filter(topic__in=topics)
     series: dict[str, list[Point]] = {topic: [] for topic in topics}
-    for row in bucketed(qs, "at", since, until, points, "topic"):
-        series[row["topic"]].append(
-            Point(row["t"], row["t_last"], row["avg"], row["lo"], row["hi"], row["n"])
-        )
+    series.update(grouped(bucketed(qs, "at", how, since, until, "topic"), "topic", how))
     return series
+
+
+def grouped(rows: Iterable[dict[str, Any]], key: str, how: Plan) -> dict[str, list[Point]]:
+    series: dict[str, list[Point]] = defaultdict(list)
+    first = how.first_bucket()
+    for row in rows:
+        bucket = first + int(row["bucket"])
+        point = Point(row["t"], row["t_last"], row["avg"], row["lo"], row["hi"], row["n"], bucket)
+        series[row[key]].append(point)
+    return dict(series)
 
 
 def moving_average(points: list[Point], window: timedelta) -> list[float | None]:
@@ -211,12 +247,22 @@ def moving_average(points: list[Point], window: timedelta) -> list[float | None]
     return out
 
 
-def rates(points: list[Point]) -> list[tuple[datetime, float]]:
-    """Per-second rates from samples of a cumulative counter; a drop (broker restart) is
-    skipped rather than drawn as a negative rate."""
-    out = []
-    for before, after in zip(points, points[1:], strict=False):
-        seconds = (after.last - before.last).total_seconds()
-        if seconds > 0 and after.max >= before.max:
-            out.append((after.last, (after.max - before.max) / seconds))
-    return out
+# A series breaks where it pauses for longer than this many times its usual step.
+GAP_FACTOR = 1.5
+USUAL_STEP_QUANTILE = 0.9
+
+
+def breaks(buckets: Sequence[int]) -> set[int]:
+    """The positions i where a gap lies between buckets[i - 1] and buckets[i].
+
+    The usual step is the series' own (the 90th percentile of the steps between its buckets):
+    a device that publishes once a minute fills one 12-second bucket in five, which is its
+    rhythm, not five gaps. A pause longer than GAP_FACTOR usual steps (the device was
+    offline, the monitor away, a reading missing) is a gap. With fewer than three steps there
+    is no rhythm to go by, and every empty bucket is a gap."""
+    steps = [b - a for a, b in pairwise(buckets)]
+    usual = 1
+    if len(steps) >= 3:
+        usual = sorted(steps)[max(ceil(USUAL_STEP_QUANTILE * len(steps)) - 1, 0)]
+    limit = max(1, int(usual * GAP_FACTOR))
+    return {i + 1 for i, step in enumerate(steps) if step > limit}

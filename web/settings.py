@@ -26,6 +26,7 @@ from web.env import (
     env_float,
     env_int,
     env_list,
+    env_map,
     log_handlers,
     read_file,
 )
@@ -107,6 +108,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "web.views.live_settings",
             ],
         },
     },
@@ -297,6 +299,12 @@ TEST_SERVICE_AUTH_URL = env("TEST_SERVICE_AUTH_URL", "http://127.0.0.1:8000")
 TEST_SERVICE_TOPIC = env("TEST_SERVICE_TOPIC", "probe/{client_id}")
 # Monitor data older than this is shown as stale (seconds).
 WEB_STALE_SECONDS = env_int("WEB_STALE_SECONDS", 120)
+# Seconds between two refreshes of the live pages (dashboard, clients, client); 0 turns the
+# refresh off. A hidden browser tab does not poll (web/static/web/live.js).
+WEB_LIVE_SECONDS = env_float("WEB_LIVE_SECONDS", 5.0)
+# Units of telemetry metrics on charts and tables, `metric=unit` pairs; metrics not named
+# here take the unit their name ends in, if any (`temp_c`, `humidity_pct`: web/units.py).
+TELEMETRY_UNITS = env_map("TELEMETRY_UNITS")
 
 # --- Monitor (manage.py monitor, simulate_devices, prune_telemetry) --------------------------
 # The broker the monitor and the simulator connect to: MQTT 5 over TLS.

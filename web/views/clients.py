@@ -4,14 +4,15 @@ from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.db.models import F, Q, QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 
 from brokerauth.models import Account, AuthEvent
 from monitor.models import Client
-from web import series
-from web.views import paginate, query_without_page
+from web import charts, series
+from web.units import unit_of
+from web.views import after_of, live_login_required, paginate, period_of, query_without_page
 
 SORTS = {
     "-last_seen": ("last seen, newest first", F("last_seen").desc(nulls_last=True)),
@@ -28,7 +29,7 @@ def search_clients(q: str, status: str, sort: str) -> QuerySet[Client]:
     return clients.order_by(order, "client_id")
 
 
-@login_required
+@live_login_required
 def client_list(request: HttpRequest) -> HttpResponse:
     q = request.GET.get("q", "").strip()[:255]
     status = request.GET.get("status", "")
@@ -45,53 +46,51 @@ def client_list(request: HttpRequest) -> HttpResponse:
         "full_query": request.GET.urlencode(),
         "now": timezone.now(),
     }
-    # htmx asks for the table alone (search as you type, and the 5-second refresh).
+    # htmx asks for the table alone (search as you type, and the live refresh).
     template = "web/_client_table.html" if request.headers.get("HX-Request") else "web/clients.html"
     return render(request, template, context)
 
 
-def chart_data(client: Client, period: str) -> dict[str, Any]:
-    span, windows = series.PERIODS[period]
-    now = timezone.now()
-    charts = {}
-    for metric, points in series.telemetry(client.pk, now - span, now, 300).items():
-        charts[metric] = {
-            "t": [p.at.timestamp() for p in points],
-            "avg": [p.avg for p in points],
-            "min": [p.min for p in points],
-            "max": [p.max for p in points],
-            "ma": [series.moving_average(points, window) for window in windows],
-        }
-    return {"metrics": charts, "windows": [_duration(w) for w in windows]}
-
-
-def _duration(delta: Any) -> str:
-    seconds = int(delta.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size} {unit}"
-    return f"{seconds} s"
-
-
-@login_required
-def client_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    client = get_object_or_404(Client, pk=pk)
-    period = request.GET.get("period", series.DEFAULT_PERIOD)
-    if period not in series.PERIODS:
-        period = series.DEFAULT_PERIOD
+def live_context(client: Client) -> dict[str, Any]:
+    """What the client page refreshes: the facts, latest values, sessions and decisions."""
     events = AuthEvent.objects.none()
     account = None
     if client.username:
         account = Account.objects.filter(username=client.username).first()
         events = AuthEvent.objects.filter(username=client.username)[:20]
-    context = {
+    return {
         "client": client,
         "account": account,
         "sessions": client.sessions.all()[:20],
-        "latest": client.latest.all(),
+        "latest": [(value, unit_of(value.metric)) for value in client.latest.all()],
         "events": events,
+        "now": timezone.now(),
+    }
+
+
+@login_required
+def client_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    client = get_object_or_404(Client, pk=pk)
+    period = period_of(request)
+    context = {
+        **live_context(client),
         "period": period,
         "periods": list(series.PERIODS),
-        "charts": chart_data(client, period),
+        "charts": charts.client_charts(client.pk, period, timezone.now()),
     }
     return render(request, "web/client.html", context)
+
+
+@live_login_required
+def client_live(request: HttpRequest, pk: int) -> HttpResponse:
+    """The client page's live parts, one htmx swap (sessions and decisions out of band)."""
+    client = get_object_or_404(Client, pk=pk)
+    return render(request, "web/_client_live.html", {**live_context(client), "oob": True})
+
+
+@live_login_required
+def client_series(request: HttpRequest, pk: int) -> HttpResponse:
+    """The client's charts as JSON: whole, or their tail from ?after= (web/charts.py)."""
+    client = get_object_or_404(Client, pk=pk)
+    data = charts.client_charts(client.pk, period_of(request), timezone.now(), after_of(request))
+    return JsonResponse(data)

@@ -5,36 +5,22 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils import timezone
 
 from brokerauth.models import AuthEvent
 from monitor.models import BrokerStat, Client, LoginRefusal, MonitorState
-from web import series
+from web import charts, series
+from web.views import after_of, live_login_required, period_of
 
 SYS = "$SYS/broker/"
-COUNTERS = {
-    "messages": (SYS + "messages/received", SYS + "messages/sent"),
-    "bytes": (SYS + "bytes/received", SYS + "bytes/sent"),
-}
+# The dashboard's charts start on the last hour; the client page's on the last day.
+DEFAULT_PERIOD = "1h"
 
 
 def age_seconds(when: datetime | None, now: datetime) -> float | None:
     return None if when is None else max((now - when).total_seconds(), 0.0)
-
-
-def rate_charts(now: datetime) -> dict[str, Any]:
-    """Per-second rates over the last hour, from the sampled $SYS counters (one query)."""
-    topics = [topic for pair in COUNTERS.values() for topic in pair]
-    samples = series.broker_series(topics, now - timedelta(hours=1), now, 240)
-    charts: dict[str, Any] = {}
-    for name, (received, sent) in COUNTERS.items():
-        charts[name] = {
-            label: [[p[0].timestamp(), round(p[1], 3)] for p in series.rates(samples[topic])]
-            for label, topic in (("received", received), ("sent", sent))
-        }
-    return charts
 
 
 def uptime_text(value: str | None) -> str:
@@ -45,15 +31,14 @@ def uptime_text(value: str | None) -> str:
     return f"{days} d {rest // 3600} h {rest % 3600 // 60} min"
 
 
-@login_required
-def dashboard(request: HttpRequest) -> HttpResponse:
-    now = timezone.now()
+def status(now: datetime) -> dict[str, Any]:
+    """The cards and warnings: what the live fragment refreshes (six queries)."""
     hour_ago = now - timedelta(hours=1)
     stats = BrokerStat.objects.latest_values()
     state = MonitorState.get()
     stale_after = settings.WEB_STALE_SECONDS
     sys_age = age_seconds(state.last_sys_at, now)
-    context = {
+    return {
         "version": stats.get(SYS + "version", "unknown"),
         "uptime": uptime_text(stats.get(SYS + "uptime")),
         "broker_connected": stats.get(SYS + "clients/connected"),
@@ -67,6 +52,30 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "sys_age": sys_age,
         "sys_stale": sys_age is None or sys_age > stale_after,
         "stale_after": stale_after,
-        "charts": rate_charts(now),
+        "now": now,
+    }
+
+
+@login_required
+def dashboard(request: HttpRequest) -> HttpResponse:
+    now = timezone.now()
+    period = period_of(request, DEFAULT_PERIOD)
+    context = {
+        **status(now),
+        "period": period,
+        "periods": list(series.PERIODS),
+        "charts": charts.broker_charts(period, now),
     }
     return render(request, "web/dashboard.html", context)
+
+
+@live_login_required
+def dashboard_live(request: HttpRequest) -> HttpResponse:
+    return render(request, "web/_dashboard_live.html", status(timezone.now()))
+
+
+@live_login_required
+def broker_series(request: HttpRequest) -> HttpResponse:
+    """The broker charts as JSON: whole, or their tail from ?after= (web/charts.py)."""
+    period = period_of(request, DEFAULT_PERIOD)
+    return JsonResponse(charts.broker_charts(period, timezone.now(), after_of(request)))
