@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from web.env import ConfigError, env, env_bool, env_float, env_int, env_list
+from web.env import ConfigError, env, env_bool, env_float, env_int, env_list, env_map
 
 
 @pytest.mark.parametrize("value", ["1", "true", "TRUE", "yes", "On", " on "])
@@ -76,3 +76,16 @@ def test_an_unreadable_file_variable_stops(monkeypatch: pytest.MonkeyPatch, tmp_
 def test_lists_drop_blank_items(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ALLOWED_HOSTS", " a.example, ,b.example,")
     assert env_list("ALLOWED_HOSTS") == ["a.example", "b.example"]
+
+
+def test_a_map_is_key_value_pairs_and_refuses_anything_else(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TELEMETRY_UNITS", "temperature=°C, humidity = % ,,rssi=dBm")
+    assert env_map("TELEMETRY_UNITS") == {"temperature": "°C", "humidity": "%", "rssi": "dBm"}
+    monkeypatch.setenv("TELEMETRY_UNITS", "temperature")
+    with pytest.raises(ConfigError, match=r"TELEMETRY_UNITS: 'temperature' is not key=value"):
+        env_map("TELEMETRY_UNITS")
+    monkeypatch.setenv("TELEMETRY_UNITS", "=°C")
+    with pytest.raises(ConfigError):
+        env_map("TELEMETRY_UNITS")

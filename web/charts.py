@@ -23,9 +23,9 @@ from web import series
 from web.units import unit_of
 
 POINTS = 300
-# A tail is computed over this many buckets before its first (or over the longer moving
+# A chart or tail is read from this many buckets before its first (or the longer moving
 # average window), so that its rates, averages and gaps come out as in the whole chart.
-TAIL_CONTEXT_BUCKETS = 30
+CONTEXT_BUCKETS = 30
 
 SYS = "$SYS/broker/"
 CONNECTED, UPTIME = SYS + "clients/connected", SYS + "uptime"
@@ -42,13 +42,13 @@ def client_charts(
     """One chart per metric of the client: bucket averages and two moving averages."""
     span, windows = series.PERIODS[period]
     whole = series.plan(now - span, now, POINTS)
-    tail, read = _ranges(whole, now - span, now, after, max(windows))
+    tail, first, read = _ranges(whole, now - span, now, after, max(windows))
     charts = {}
     for metric, points in series.planned_telemetry(client, read, read.since, now).items():
         averages: list[float | None] = [p.avg for p in points]
         lines = [averages, *(series.moving_average(points, w) for w in windows)]
         labels = ["average", *(f"moving avg {duration(w)}" for w in windows)]
-        charts[metric] = _chart(unit_of(metric), labels, points, lines, whole, tail)
+        charts[metric] = _chart(unit_of(metric), labels, points, lines, whole, first)
     return _chart_set(span, now, tail, charts, windows)
 
 
@@ -56,11 +56,11 @@ def broker_charts(period: str, now: datetime, after: float | None = None) -> dic
     """Clients connected, and messages and bytes per second in and out, from $SYS samples."""
     span, _windows = series.PERIODS[period]
     whole = series.raw_plan(now - span, now, POINTS)
-    tail, read = _ranges(whole, now - span, now, after, timedelta(0))
+    tail, first, read = _ranges(whole, now - span, now, after, timedelta(0))
     samples = series.broker_series(BROKER_TOPICS, read, read.since, now)
-    charts = {"clients": _connected_chart(samples[CONNECTED], samples[UPTIME], whole, tail)}
+    charts = {"clients": _connected_chart(samples[CONNECTED], samples[UPTIME], whole, first)}
     for name, (received, sent, unit) in COUNTERS.items():
-        charts[name] = _rate_chart(unit, samples[received], samples[sent], whole, tail)
+        charts[name] = _rate_chart(unit, samples[received], samples[sent], whole, first)
     return _chart_set(span, now, tail, charts, ())
 
 
@@ -74,13 +74,16 @@ def duration(delta: timedelta) -> str:
 
 def _ranges(
     whole: series.Plan, since: datetime, now: datetime, after: float | None, window: timedelta
-) -> tuple[series.Plan | None, series.Plan]:
-    """The tail's buckets (None for the whole chart) and the buckets to read for it."""
-    if after is None or not since.timestamp() <= after <= now.timestamp():
-        return None, whole
-    tail = whole.starting(datetime.fromtimestamp(after, now.tzinfo))
-    context = max(window, timedelta(seconds=TAIL_CONTEXT_BUCKETS * whole.width))
-    return tail, whole.starting(max(tail.since - context, since))
+) -> tuple[series.Plan | None, series.Plan, series.Plan]:
+    """The tail's buckets (None for the whole chart), the first bucket to answer, and the
+    buckets to read: from a context earlier, so that the moving averages, rates and gaps of
+    the first points are those of a chart that began earlier (a tail continues the chart)."""
+    tail = None
+    if after is not None and since.timestamp() <= after <= now.timestamp():
+        tail = whole.starting(datetime.fromtimestamp(after, now.tzinfo))
+    first = tail or whole
+    context = max(window, timedelta(seconds=CONTEXT_BUCKETS * whole.width))
+    return tail, first, whole.starting(first.since - context)
 
 
 def _chart_set(
@@ -105,7 +108,7 @@ def _chart(
     points: Sequence[series.Point],
     lines: Sequence[Sequence[float | None]],
     whole: series.Plan,
-    tail: series.Plan | None,
+    first: series.Plan,
 ) -> dict[str, Any]:
     return {
         "unit": unit,
@@ -115,7 +118,7 @@ def _chart(
             [p.bucket for p in points],
             lines,
             whole.width,
-            tail.since.timestamp() if tail else None,
+            first.since.timestamp(),
         ),
     }
 
@@ -148,7 +151,7 @@ def _connected_chart(
     connected: list[series.Point],
     uptime: list[series.Point],
     whole: series.Plan,
-    tail: series.Plan | None,
+    first: series.Plan,
 ) -> dict[str, Any]:
     """The broker publishes its client count only when it changes, and its uptime at every
     $SYS interval: a bucket with an uptime sample and no count means "unchanged since", and
@@ -166,7 +169,7 @@ def _connected_chart(
             carried = counts[bucket].max
         values.append(carried)
     xs = [min(p.at for p in (counts.get(b), heard[b]) if p).timestamp() for b in buckets]
-    keep_from = tail.since.timestamp() if tail else None
+    keep_from = first.since.timestamp()
     return {
         "unit": "clients",
         "labels": ["connected"],
@@ -180,7 +183,7 @@ def _rate_chart(
     received: list[series.Point],
     sent: list[series.Point],
     whole: series.Plan,
-    tail: series.Plan | None,
+    first: series.Plan,
 ) -> dict[str, Any]:
     """Per-second rates of two cumulative counters, bucket by bucket. A drop (the broker
     restarted) or a gap gives no rate rather than a negative or an averaged one."""
@@ -195,7 +198,7 @@ def _rate_chart(
         for points in by_bucket
     ]
     xs = [min(p.at for p in (by_bucket[0].get(b), by_bucket[1].get(b)) if p) for b in buckets]
-    keep_from = tail.since.timestamp() if tail else None
+    keep_from = first.since.timestamp()
     return {
         "unit": unit,
         "labels": ["in", "out"],

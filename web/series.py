@@ -255,14 +255,19 @@ USUAL_STEP_QUANTILE = 0.9
 def breaks(buckets: Sequence[int]) -> set[int]:
     """The positions i where a gap lies between buckets[i - 1] and buckets[i].
 
-    The usual step is the series' own (the 90th percentile of the steps between its buckets):
-    a device that publishes once a minute fills one 12-second bucket in five, which is its
-    rhythm, not five gaps. A pause longer than GAP_FACTOR usual steps (the device was
-    offline, the monitor away, a reading missing) is a gap. With fewer than three steps there
-    is no rhythm to go by, and every empty bucket is a gap."""
+    The usual step is the series' own: a device that publishes once a minute fills one
+    12-second bucket in five, which is its rhythm, not five gaps. It is the 90th percentile
+    of the steps between the series' buckets (so that a rhythm close to the bucket width,
+    one bucket filled and the next skipped now and then, is still a rhythm), or their median
+    while there are fewer than ten. A pause longer than GAP_FACTOR usual steps (the device
+    was offline, the monitor away, a reading lost) is a gap. With fewer than three steps
+    there is no rhythm to go by, and every empty bucket is a gap."""
     steps = [b - a for a, b in pairwise(buckets)]
+    ordered = sorted(steps)
     usual = 1
-    if len(steps) >= 3:
-        usual = sorted(steps)[max(ceil(USUAL_STEP_QUANTILE * len(steps)) - 1, 0)]
+    if len(steps) >= 10:
+        usual = ordered[ceil(USUAL_STEP_QUANTILE * len(steps)) - 1]
+    elif len(steps) >= 3:
+        usual = ordered[(len(steps) - 1) // 2]
     limit = max(1, int(usual * GAP_FACTOR))
     return {i + 1 for i, step in enumerate(steps) if step > limit}
