@@ -4,8 +4,10 @@ client, see its chart drawn, run the test service; screenshots land in VAR_DIR/s
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,10 @@ from django.utils import timezone
 
 from brokerauth.acl import Access
 from brokerauth.models import Account, AuthEvent, Group, Rule
-from monitor.models import MonitorState
+from monitor.models import BrokerStatSample, Client, LatestValue, MonitorState, Reading
 from tests.brokers import Broker
 from tests.test_web_pages import seed_broker_state, seed_client
+from web.units import unit_of
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = [
@@ -101,11 +104,191 @@ def test_search_a_client_and_see_its_charts(page: Any, live_server: Any, device:
     shot(page, "client")
 
 
-def test_the_clients_list_refreshes_itself(page: Any, live_server: Any, db: None) -> None:
+@pytest.fixture
+def fast_live(settings: Any) -> None:
+    settings.WEB_LIVE_SECONDS = 0.5
+
+
+def test_the_clients_list_refreshes_itself(
+    page: Any, live_server: Any, db: None, fast_live: None
+) -> None:
     page.goto(live_server.url + "/clients/")
     page.wait_for_selector("text=No client matches.")
     seed_client("late-comer", readings=0)
-    page.wait_for_selector("#client-table a:text('late-comer')", timeout=12_000)
+    page.wait_for_selector("#client-table a:text('late-comer')", timeout=10_000)
+
+
+def keep_an_eye_on(page: Any, selector: str) -> None:
+    """Marks the element and the window: both still there later means no reload, no rebuild."""
+    page.evaluate(
+        "s => { window.sameDocument = true; document.querySelector(s).dataset.kept = 'yes'; }",
+        selector,
+    )
+
+
+def still_the_same(page: Any, selector: str) -> None:
+    assert page.evaluate("() => window.sameDocument === true")
+    expect(page.locator(selector)).to_have_attribute("data-kept", "yes")
+
+
+def test_the_dashboard_refreshes_itself(
+    page: Any, live_server: Any, db: None, fast_live: None
+) -> None:
+    seed_client("sensor-1", readings=0)
+    seed_broker_state()
+    page.reload()
+    messages = page.locator(".chart[data-chart=messages]")
+    expect(messages).to_have_attribute("data-points", "29")
+    expect(page.locator("#online")).to_have_text("1")
+    keep_an_eye_on(page, ".chart[data-chart=messages] canvas")
+
+    Client.objects.create(client_id="pump-7", online=True, connect_count=1)
+    now = timezone.now()
+    BrokerStatSample.objects.bulk_create(
+        BrokerStatSample(topic=f"$SYS/broker/messages/{name}", value=value, at=now)
+        for name, value in (("received", 30 * 600.0), ("sent", 30 * 900.0))
+    )
+    expect(page.locator("#online")).to_have_text("2", timeout=10_000)
+    expect(messages).to_have_attribute("data-points", "30", timeout=10_000)
+    still_the_same(page, ".chart[data-chart=messages] canvas")
+
+
+def test_the_client_page_refreshes_itself(
+    page: Any, live_server: Any, device: Account, fast_live: None
+) -> None:
+    client = seed_client("sensor-1")
+    page.goto(f"{live_server.url}/clients/{client.pk}/?period=1h")
+    chart = page.locator(".chart[data-chart=temperature]")
+    expect(chart).to_have_attribute("data-points", "60")
+    expect(page.locator("h1 .badge")).to_have_text("online")
+    keep_an_eye_on(page, ".chart[data-chart=temperature] canvas")
+
+    now = timezone.now()
+    Reading.objects.create(client=client, metric="temperature", value=31.5, at=now)
+    LatestValue.objects.filter(client=client, metric="temperature").update(value=31.5, at=now)
+    expect(page.locator("#latest")).to_contain_text("31.5", timeout=10_000)
+    expect(chart).to_have_attribute("data-points", "61", timeout=10_000)
+
+    Client.objects.filter(pk=client.pk).update(online=False)
+    expect(page.locator("h1 .badge")).to_have_text("offline", timeout=10_000)
+    still_the_same(page, ".chart[data-chart=temperature] canvas")
+
+
+def test_a_metric_that_first_reports_while_the_page_is_open_gets_a_chart(
+    page: Any, live_server: Any, db: None, fast_live: None
+) -> None:
+    client = Client.objects.create(client_id="fresh", online=True, connect_count=1)
+    page.goto(f"{live_server.url}/clients/{client.pk}/?period=1h")
+    page.wait_for_selector("text=No readings in this period.")
+    Reading.objects.create(client=client, metric="temp_c", value=21.0, at=timezone.now())
+    expect(page.locator("#metric-charts figcaption")).to_have_text("temp_c (°C)", timeout=10_000)
+    page.locator(".chart[data-chart=temp_c] canvas").wait_for()
+    expect(page.locator("text=No readings in this period.")).to_have_count(0)
+
+
+def colored_rows(page: Any, selector: str, at: float) -> int:
+    """How many pixels of the chart's canvas column at time `at` are drawn in a color (the
+    lines), not in a gray (grid, axes, the "now" edge) or white."""
+    return page.evaluate(
+        """([selector, at]) => {
+          const el = document.querySelector(selector);
+          const u = el.uplot;
+          const x = Math.round(u.valToPos(at, "x", true));
+          const ctx = u.ctx;
+          const { top, height } = u.bbox;
+          const pixels = ctx.getImageData(x - 1, top, 3, height).data;
+          let colored = 0;
+          for (let i = 0; i < pixels.length; i += 4) {
+            const [r, g, b] = [pixels[i], pixels[i + 1], pixels[i + 2]];
+            if (Math.max(r, g, b) - Math.min(r, g, b) > 60) colored++;
+          }
+          return colored;
+        }""",
+        [selector, at],
+    )
+
+
+def test_a_device_offline_for_a_while_is_drawn_with_a_gap(
+    page: Any, live_server: Any, db: None
+) -> None:
+    client = Client.objects.create(client_id="sleepy", connect_count=2)
+    now = timezone.now()
+    rows = [
+        Reading(client=client, metric="temp_c", value=20 + i % 4, at=now - timedelta(minutes=m))
+        for i, m in enumerate([*range(59, 40, -1), *range(19, 0, -1)])
+    ]
+    Reading.objects.bulk_create(rows)
+    page.goto(f"{live_server.url}/clients/{client.pk}/?period=1h")
+    selector = ".chart[data-chart=temp_c]"
+    expect(page.locator(selector)).to_have_attribute("data-gaps", "1")
+    page.locator(selector + " canvas").wait_for()
+    offline = (now - timedelta(minutes=30)).timestamp()
+    online = (now - timedelta(minutes=50, seconds=30)).timestamp()
+    assert colored_rows(page, selector, online) > 0  # the line is there where it was online
+    assert colored_rows(page, selector, offline) == 0
+
+
+def test_the_legend_shows_the_newest_values_with_units_before_any_hover(
+    page: Any, live_server: Any, db: None
+) -> None:
+    client = Client.objects.create(client_id="th-1", online=True, connect_count=1)
+    now = timezone.now()
+    Reading.objects.bulk_create(
+        Reading(client=client, metric="humidity_pct", value=40 + i, at=now - timedelta(minutes=m))
+        for i, m in enumerate(range(30, 0, -1))
+    )
+    assert unit_of("humidity_pct") == "%"
+    page.goto(f"{live_server.url}/clients/{client.pk}/?period=1h")
+    legend = page.locator(".chart[data-chart=humidity_pct] .u-legend .u-value")
+    expect(legend.first).to_contain_text("latest ")
+    values = legend.all_inner_texts()
+    assert "--" not in " ".join(values)
+    assert values[1] == "69.0 %"  # the newest average
+    page.hover(".chart[data-chart=humidity_pct] .u-over", position={"x": 5, "y": 5})
+    assert legend.first.inner_text() != values[0]  # hovering shows the time under the cursor
+    page.mouse.move(0, 0)
+    expect(legend.nth(1)).to_have_text("69.0 %")
+
+
+def hide(page: Any, hidden: bool) -> None:
+    page.evaluate(
+        """hidden => {
+          Object.defineProperty(document, "hidden", { value: hidden, configurable: true });
+          Object.defineProperty(document, "visibilityState",
+            { value: hidden ? "hidden" : "visible", configurable: true });
+          document.dispatchEvent(new Event("visibilitychange"));
+        }""",
+        hidden,
+    )
+
+
+def test_a_hidden_tab_stops_polling_and_catches_up_when_shown(
+    page: Any, live_server: Any, db: None, settings: Any
+) -> None:
+    # A minute between ticks, and the page's clock moved on by the test: no tick comes from
+    # the wall clock while the test runs, and htmx's own short timers still run.
+    settings.WEB_LIVE_SECONDS = 60
+    page.clock.install()
+    fetched: list[str] = []
+    page.on("request", lambda r: fetched.append(r.url) if "/dashboard/live/" in r.url else None)
+    page.goto(live_server.url + "/")
+    body, fragment = page.locator("body"), page.locator("#dashboard-live")
+    expect(body).to_have_attribute("data-live-state", "running")
+    expect(body).not_to_have_attribute("data-live-ticks", re.compile("."))
+    for tick in ("1", "2"):
+        with page.expect_request(lambda r: "/dashboard/live/" in r.url):
+            page.clock.run_for(60_000)
+        expect(body).to_have_attribute("data-live-ticks", tick)
+        expect(fragment).not_to_have_class(re.compile("htmx-request"))
+    hide(page, True)
+    expect(body).to_have_attribute("data-live-state", "paused")
+    page.clock.run_for(10 * 60_000)
+    expect(body).to_have_attribute("data-live-ticks", "2")
+    assert len(fetched) == 2
+    with page.expect_request(lambda r: "/dashboard/live/" in r.url):
+        hide(page, False)
+    expect(body).to_have_attribute("data-live-ticks", "3")
+    expect(body).to_have_attribute("data-live-state", "running")
 
 
 def test_accounts_and_explain(page: Any, live_server: Any, sensors: Any) -> None:
