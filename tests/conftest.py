@@ -23,6 +23,7 @@ from brokerauth.acl import Access
 from brokerauth.models import Account, Group, Rule
 from brokerauth.policy import policy
 from rabbitmq.cluster import Boot, Cluster
+from tests import browsers
 from tests.brokers import Broker, free_port, live_port, make_certs
 
 DEVICE_PASSWORD = "correct horse battery staple"
@@ -251,3 +252,21 @@ def database_outage(db: None) -> Iterator[Callable[[], Any]]:
 
     yield outage
     shared.update(real)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with browsers.chromium() as browser:
+        yield browser
+
+
+@pytest.fixture
+def page(browser: Any, live_server: Any, operator: Any) -> Iterator[Any]:
+    """The operator, signed in, in headless Chromium; no page may log a console error."""
+    context, page, errors = browsers.signed_in(browser, live_server.url, BROWSER_VIEWPORT)
+    yield page
+    context.close()
+    assert errors == [], errors
+
+
+BROWSER_VIEWPORT = {"width": 1280, "height": 860}

@@ -3,10 +3,8 @@ client, see its chart drawn, run the test service; screenshots land in VAR_DIR/s
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,10 +17,10 @@ from brokerauth.acl import Access
 from brokerauth.models import Account, AuthEvent, Group, Rule
 from monitor.models import BrokerStatSample, Client, LatestValue, MonitorState, Reading
 from tests.brokers import Broker
+from tests.browsers import CHROMIUM
 from tests.test_web_pages import seed_broker_state, seed_client
 from web.units import unit_of
 
-CHROMIUM = "/usr/bin/chromium"
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.django_db(transaction=True),
@@ -30,45 +28,6 @@ pytestmark = [
 ]
 SHOTS = Path(settings.VAR_DIR) / "screenshots"
 PASSWORD = "service-password-1"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    # Playwright's driver must not think it runs inside the async loop pytest-django may set.
-    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser: Any, live_server: Any, operator: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 860})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(live_server.url + "/")
-    page.fill("#id_username", "operator")
-    page.fill("#id_password", "op-pass-1")
-    page.click("button[type=submit]")
-    page.wait_for_url(live_server.url + "/")
-    yield page
-    context.close()
-    assert errors == [], errors
 
 
 def expect(locator: Any) -> Any:
@@ -243,11 +202,11 @@ def test_the_legend_shows_the_newest_values_with_units_before_any_hover(
     expect(legend.first).to_contain_text("latest ")
     values = legend.all_inner_texts()
     assert "--" not in " ".join(values)
-    assert values[1] == "69.0 %"  # the newest average
+    assert values[1] == "69 %"  # the newest average, a whole number
     page.hover(".chart[data-chart=humidity_pct] .u-over", position={"x": 5, "y": 5})
     assert legend.first.inner_text() != values[0]  # hovering shows the time under the cursor
     page.mouse.move(0, 0)
-    expect(legend.nth(1)).to_have_text("69.0 %")
+    expect(legend.nth(1)).to_have_text("69 %")
 
 
 def hide(page: Any, hidden: bool) -> None:

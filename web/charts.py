@@ -156,9 +156,8 @@ def _connected_chart(
     """The broker publishes its client count only when it changes, and its uptime at every
     $SYS interval: a bucket with an uptime sample and no count means "unchanged since", and
     the count is carried through it; a bucket with neither is a gap (the monitor was away)."""
-    counts = {p.bucket: p for p in connected}
-    heard = {p.bucket: p for p in uptime} | counts
-    buckets = sorted(heard)
+    counts, ticks = {p.bucket: p for p in connected}, {p.bucket: p for p in uptime}
+    buckets = sorted(counts.keys() | ticks.keys())
     gaps = series.breaks(buckets)
     values: list[float | None] = []
     carried: float | None = None
@@ -168,7 +167,7 @@ def _connected_chart(
         if bucket in counts:
             carried = counts[bucket].max
         values.append(carried)
-    xs = [min(p.at for p in (counts.get(b), heard[b]) if p).timestamp() for b in buckets]
+    xs = [min(p.at for p in (counts.get(b), ticks.get(b)) if p).timestamp() for b in buckets]
     keep_from = first.since.timestamp()
     return {
         "unit": "clients",

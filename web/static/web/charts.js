@@ -20,6 +20,7 @@
   function width(el) { return Math.max(el.clientWidth, 260); }
 
   function number(v) {
+    if (Number.isInteger(v)) return String(v);
     const digits = Math.abs(v) >= 100 ? 0 : Math.abs(v) >= 10 ? 1 : 2;
     return v.toFixed(digits);
   }
