@@ -3,12 +3,15 @@
     .venv/bin/python -m bench.web_pages [--runs 40]                     # SQLite
     .venv/bin/python -m bench.web_pages --database-url postgres://postgres@127.0.0.1:5432/x
 
-Seeds (bulk_create) 10,000 clients, 1,000,000 readings and 100,000 audit rows into a scratch
-database (var/bench-web/ for SQLite; the named PostgreSQL database is dropped and re-created),
-then times each page through Django's full stack in-process (DEBUG off, no network), after a
-warm-up, and counts its queries. The "hot" client holds 100,000 readings over 30 days; the
-other 900,000 readings belong to 900 clients. The per-minute and per-hour rollups the monitor
-would have written alongside are rebuilt from the readings in one pass (`rebuild()`).
+Seeds (bulk_create) 10,000 clients, 1,000,000 readings, 100,000 audit rows and a week of the
+broker's $SYS samples (five counters every 10 s, the client count every minute: 312,480 rows)
+into a scratch database (var/bench-web/ for SQLite; the named PostgreSQL database is dropped
+and re-created), then times each page through Django's full stack in-process (DEBUG off, no
+network), after a warm-up, and counts its queries. The "hot" client holds 100,000 readings
+over 30 days; the other 900,000 readings belong to 900 clients. What a live page asks on each
+tick (its htmx fragment, its charts' tail after their newest point) is timed beside the pages.
+The per-minute and per-hour rollups the monitor would have written alongside are rebuilt from
+the readings in one pass (`rebuild()`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from web import secretfile
@@ -145,12 +149,42 @@ def seed() -> dict[str, int]:
         ),
         batch_size=10_000,
     )
+    seed_broker_week(now)
     from django.db import connection
 
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")  # planner statistics, as autovacuum would gather in service
     print(f"seeded in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     return {"hot": hot}
+
+
+def seed_broker_week(now: Any) -> None:
+    """$SYS as the monitor stores it: every 10 s for a week, the client count on changes."""
+    from monitor.models import BrokerStatSample
+
+    sys_ = "$SYS/broker/"
+    topics = ["uptime", "messages/received", "messages/sent", "bytes/received", "bytes/sent"]
+    steps = 7 * 8640
+    for first in range(0, steps, 20_000):
+        rows = [
+            BrokerStatSample(topic=sys_ + topic, value=float(i * (n + 1) * 10), at=at)
+            for i in range(first, min(first + 20_000, steps))
+            for at in [now - timedelta(seconds=(steps - i) * 10)]
+            for n, topic in enumerate(topics)
+        ]
+        rows += [
+            BrokerStatSample(topic=sys_ + "clients/connected", value=3000 + i % 50, at=row.at)
+            for i, row in enumerate(rows[::5])
+            if i % 6 == 0
+        ]
+        BrokerStatSample.objects.bulk_create(rows, batch_size=10_000)
+
+
+def tail_url(http: Any, url: str) -> str:
+    """The URL a live chart asks on its next tick: the points after its newest one."""
+    charts = http.get(url, HTTP_ACCEPT="application/json").json()["charts"]
+    newest = max(chart["t"][-1] for chart in charts.values() if chart["t"])
+    return f"{url}&after={newest}"
 
 
 def measure(runs: int, hot: int) -> list[tuple[str, float, float, int]]:
@@ -173,17 +207,31 @@ def measure(runs: int, hot: int) -> list[tuple[str, float, float, int]]:
         ("API telemetry, 30 days, 500 points", f"/api/v1/telemetry/?client={hot}&period=30d"),
         ("API clients list", "/api/v1/clients/?status=online"),
         ("audit, denials", "/audit/?result=deny"),
-        ("dashboard", "/"),
+        ("dashboard, 1 hour", "/?period=1h"),
+        ("dashboard, 24 hours", "/?period=24h"),
+        ("dashboard, 7 days", "/?period=7d"),
+        ("tick: dashboard cards", "/dashboard/live/"),
+        ("tick: broker charts' tail, 1 hour", tail_url(http, "/dashboard/series/?period=1h")),
+        ("tick: broker charts' tail, 7 days", tail_url(http, "/dashboard/series/?period=7d")),
+        ("tick: clients table", "/clients/?status=online"),
+        ("tick: client facts and history", f"/clients/{hot}/live/"),
+        ("tick: client charts' tail, 1 hour", tail_url(http, f"/clients/{hot}/series/?period=1h")),
+        ("tick: client charts' tail, 30 d", tail_url(http, f"/clients/{hot}/series/?period=30d")),
     ]
+    fragments = {"/dashboard/live/", f"/clients/{hot}/live/", "/clients/?status=online"}
     results = []
     for name, url in pages:
+        # A tick's fragment is asked by htmx.
+        headers = (
+            {"HTTP_HX_REQUEST": "true"} if name.startswith("tick") and url in fragments else {}
+        )
         for _ in range(3):
-            assert http.get(url).status_code == 200, url
+            assert http.get(url, headers=headers).status_code == 200, url
         times = []
         for _ in range(runs):
             with CaptureQueriesContext(connection) as queries:
                 start = time.perf_counter()
-                http.get(url)
+                http.get(url, headers=headers)
                 times.append((time.perf_counter() - start) * 1000)
         cuts = statistics.quantiles(times, n=20)
         results.append((name, statistics.median(times), cuts[18], len(queries)))
