@@ -22,9 +22,12 @@ from brokerauth import passwords
 from brokerauth.acl import Access
 from brokerauth.models import Account, Group, Rule
 from brokerauth.policy import policy
+from monitor.models import Client as MqttClient
+from monitor.models import MonitorState
 from rabbitmq.cluster import Boot, Cluster
 from tests import browsers
 from tests.brokers import Broker, free_port, live_port, make_certs
+from tests.seeds import seed_broker_state, seed_client
 
 DEVICE_PASSWORD = "correct horse battery staple"
 
@@ -252,6 +255,18 @@ def database_outage(db: None) -> Iterator[Callable[[], Any]]:
 
     yield outage
     shared.update(real)
+
+
+@pytest.fixture
+def sensor(device: Account) -> MqttClient:
+    """alice's client sensor-1: online, two sessions, an hour of two metrics."""
+    return seed_client("sensor-1")
+
+
+@pytest.fixture
+def broker_state(db: None) -> MonitorState:
+    """The broker's $SYS values and an hour of its counters, seen by a fresh monitor."""
+    return seed_broker_state()
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ from monitor.models import (
     Session,
 )
 from tests.brokers import Broker
-from tests.test_browser import PASSWORD
+from tests.test_browser import PASSWORD, serve_the_test_service
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
@@ -263,12 +263,7 @@ def test_take_the_readme_screenshots(
     flaky = Client.objects.get(client_id=FLAKY)
     shoot(page, f"{live_server.url}/clients/{flaky.pk}/?period=6h", "client")
 
-    account = Account.objects.create_account("svc", PASSWORD)
-    Rule.objects.create(account=account, pattern="probe/%c", access=Access.ALL)
-    settings.MQTT_HOST, settings.MQTT_PORT = "127.0.0.1", mosquitto.port
-    settings.MQTT_CA_FILE = str(mosquitto.ca_file)
-    settings.MONITOR_USERNAME, settings.MONITOR_PASSWORD = "svc", PASSWORD
-    settings.TEST_SERVICE_AUTH_URL = live_server.url
+    serve_the_test_service(live_server, mosquitto, settings)
     page.goto(live_server.url + "/test-service/")
     page.click("#run-test")
     page.wait_for_selector("text=All steps passed", timeout=20_000)

@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 
 from brokerauth.models import AuthEvent
 from monitor.models import BrokerStat, BrokerStatSample, Client, MonitorState
-from tests.test_web_pages import seed_client
+from tests.seeds import seed_client
 
 pytestmark = pytest.mark.django_db
 

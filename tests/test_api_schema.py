@@ -26,7 +26,7 @@ from rest_framework.authtoken.models import Token
 
 from brokerauth.acl import Access
 from brokerauth.models import Account, Group, Rule
-from tests.test_web_pages import seed_broker_state, seed_client
+from tests.seeds import seed_broker_state, seed_client
 
 EXAMPLES = os.environ.get("SCHEMATHESIS_EXAMPLES", "25")
 CHECKS = [

@@ -18,7 +18,7 @@ from brokerauth.models import Account, AuthEvent, Group, Rule
 from monitor.models import BrokerStatSample, Client, LatestValue, MonitorState, Reading
 from tests.brokers import Broker
 from tests.browsers import CHROMIUM
-from tests.test_web_pages import seed_broker_state, seed_client
+from tests.seeds import seed_broker_state, seed_client
 from web.units import unit_of
 
 pytestmark = [
@@ -266,15 +266,20 @@ def test_accounts_and_explain(page: Any, live_server: Any, sensors: Any) -> None
     assert Account.objects.get(username="pump-9").check_password(password)
 
 
-def test_run_the_test_service(
-    page: Any, live_server: Any, mosquitto: Broker, settings: Any
-) -> None:
+def serve_the_test_service(live_server: Any, mosquitto: Broker, settings: Any) -> None:
+    """The Test service's account, and the settings that point it at this test's broker."""
     account = Account.objects.create_account("svc", PASSWORD)
     Rule.objects.create(account=account, pattern="probe/%c", access=Access.ALL)
     settings.MQTT_HOST, settings.MQTT_PORT = "127.0.0.1", mosquitto.port
     settings.MQTT_CA_FILE = str(mosquitto.ca_file)
     settings.MONITOR_USERNAME, settings.MONITOR_PASSWORD = "svc", PASSWORD
     settings.TEST_SERVICE_AUTH_URL = live_server.url
+
+
+def test_run_the_test_service(
+    page: Any, live_server: Any, mosquitto: Broker, settings: Any
+) -> None:
+    serve_the_test_service(live_server, mosquitto, settings)
     state = MonitorState.get()
     state.last_sys_at = state.heartbeat_at = timezone.now()
     state.save()

@@ -12,23 +12,12 @@ import pytest
 from django.test import Client as HttpClient
 from django.utils import timezone
 
-from brokerauth.models import Account, AuthEvent
+from brokerauth.models import AuthEvent
 from monitor.models import BrokerStatSample, Client, LatestValue, MonitorState, Reading, Session
-from tests.test_web_pages import seed_broker_state, seed_client
 
 pytestmark = pytest.mark.django_db
 HX = {"HTTP_HX_REQUEST": "true"}
 JSON = {"HTTP_ACCEPT": "application/json"}
-
-
-@pytest.fixture
-def sensor(device: Account) -> Client:
-    return seed_client("sensor-1")
-
-
-@pytest.fixture
-def broker_state() -> MonitorState:
-    return seed_broker_state()
 
 
 def test_the_dashboard_fragment_is_the_cards_and_warnings_alone(

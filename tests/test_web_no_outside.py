@@ -11,7 +11,7 @@ import pytest
 from django.test import Client as HttpClient
 
 from brokerauth.models import Account, Group
-from tests.test_web_pages import seed_broker_state, seed_client
+from tests.seeds import seed_broker_state, seed_client
 
 # Any URL in an attribute or a CSS url(): absolute ones (scheme or //host) are outside.
 REFERENCE = re.compile(
