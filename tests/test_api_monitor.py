@@ -87,7 +87,7 @@ def test_telemetry_is_downsampled_to_the_requested_points(
     assert body["client"] == "sensor-1"
     series = {s["metric"]: s["points"] for s in body["series"]}
     assert set(series) == {"temperature", "humidity"}
-    assert 9 <= len(series["temperature"]) <= 11
+    assert 9 <= len(series["temperature"]) <= 10  # never more than asked for
     assert sum(p["count"] for p in series["temperature"]) == 60
     first = series["temperature"][0]
     assert first["min"] <= first["avg"] <= first["max"]

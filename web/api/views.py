@@ -157,7 +157,9 @@ def telemetry(request: Request) -> Response:
     query.is_valid(raise_exception=True)
     q = query.validated_data
     client = _client(q["client"])
-    data = series.telemetry(client.pk, q["since"], q["until"], q["points"], q.get("metric"))
+    # Buckets are aligned on the epoch, so a range holds one more than it is divided into.
+    buckets = max(q["points"] - 1, 1)
+    data = series.telemetry(client.pk, q["since"], q["until"], buckets, q.get("metric"))
     body = {
         "client": client.client_id,
         "since": q["since"],
