@@ -1,11 +1,13 @@
 """The ACL decision engine: who may publish, subscribe to or receive which topic, and why.
 
-Plain Python, no Django, so that the rules can be read and tested on their own. The models
+Plain Python, no database, so that the rules can be read and tested on their own. The models
 compile accounts and rules into a `Subject`; `decide()` decides. Who asks: the broker's checks
 through the in-memory cache (`brokerauth.policy`, `policy.explain_acl`), people through the
 database (`Account.objects.explain_acl`: the UI, the API, `manage.py explain_acl`).
 
-Evaluation: an inactive account is denied; a superuser is allowed everything; otherwise the
+Evaluation: an inactive account is denied; so is a client id the account may not use
+(`client_id_refusal`: its binding, its prefix, or an id that belongs to another account, which
+the caller looks up, brokerauth/clientids.py); a superuser is allowed everything; otherwise the
 matching rule of highest priority decides, a deny beating an allow at equal priority; when no
 rule matches, the answer is deny. For a subscribe request the filter is compared as a filter:
 an allow rule must cover every topic the filter can match, while a deny rule applies as soon
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from enum import IntFlag
 
 from brokerauth import topics
+from brokerauth.names import MAX_LENGTH
 
 
 class Access(IntFlag):
@@ -78,12 +81,16 @@ class Rule:
 
 @dataclass(frozen=True)
 class Subject:
-    """An account as the engine sees it: its flags and all its rules (own and groups')."""
+    """An account as the engine sees it: its flags, its client-id limits (a bound id, a
+    prefix) and all its rules (own and groups')."""
 
     username: str
     active: bool = True
     superuser: bool = False
     rules: tuple[Rule, ...] = ()
+    client_id: str = ""
+    client_id_prefix: str = ""
+    account_id: int | None = None
 
     def __post_init__(self) -> None:
         # Highest priority first, deny before allow: the first match decides.
@@ -98,20 +105,60 @@ class Decision:
     rule: Rule | None = None
 
 
+@dataclass(frozen=True)
+class Owner:
+    """The account a client id belongs to, and why (brokerauth/clientids.py finds it)."""
+
+    class Why:
+        RESERVED = "reserved for the service account"
+        PREFIX = "under the client id prefix of account"
+        CLAIMED = "in use by account"
+
+    username: str
+    why: str = Why.CLAIMED
+
+
+def client_id_refusal(
+    username: str, clientid: str, *, bound: str = "", prefix: str = "", owner: Owner | None = None
+) -> str | None:
+    """Why `username` may not use `clientid`, or None: at login and in every ACL check, so
+    that a login cache keyed without the client id (go-auth's) cannot widen it."""
+    if len(clientid) > MAX_LENGTH:
+        return f"client id longer than {MAX_LENGTH} characters"
+    if bound and clientid != bound:
+        return f"account is bound to client id {bound!r}"
+    if prefix and not clientid.startswith(prefix):
+        return f"account may only use client ids starting with {prefix!r}"
+    if owner is not None and owner.username != username:
+        return f"client id {clientid!r} is {owner.why} {owner.username!r}"
+    return None
+
+
 def decide(
     subject: Subject | None,
     clientid: str,
     topic: str,
     access: Access,
     dialect: topics.Dialect = topics.MOSQUITTO,
+    *,
+    owner: Owner | None = None,
 ) -> Decision:
-    """Decide one request and say why. Raises topics.TopicError on a malformed topic.
+    """Decide one request and say why; `owner` is whom `clientid` belongs to, if anyone.
+    Raises topics.TopicError on a malformed topic.
 
     For a broker that never asks about deliveries (`dialect.checks_deliveries` false), a
     subscribe is allowed only when receive is allowed for every topic the filter matches too.
     """
     is_filter = access == Access.SUBSCRIBE
     wanted = _wanted(topic, is_filter, dialect)
+    if subject is None:
+        return Decision(False, "unknown account")
+    if not subject.active:
+        return Decision(False, "account disabled")
+    bound, prefix = subject.client_id, subject.client_id_prefix
+    refusal = client_id_refusal(subject.username, clientid, bound=bound, prefix=prefix, owner=owner)
+    if refusal is not None:
+        return Decision(False, refusal)
     decision = _first_match(subject, clientid, wanted, access, is_filter, dialect)
     if not is_filter or dialect.checks_deliveries or not decision.allowed or not decision.rule:
         return decision
@@ -133,17 +180,13 @@ def _wanted(topic: str, is_filter: bool, dialect: topics.Dialect) -> str:
 
 
 def _first_match(
-    subject: Subject | None,
+    subject: Subject,
     clientid: str,
     wanted: str,
     access: Access,
     is_filter: bool,
     dialect: topics.Dialect,
 ) -> Decision:
-    if subject is None:
-        return Decision(False, "unknown account")
-    if not subject.active:
-        return Decision(False, "account disabled")
     if subject.superuser:
         return Decision(True, "superuser")
     for rule in subject.rules:

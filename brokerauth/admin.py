@@ -5,12 +5,12 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
 from brokerauth import passwords
-from brokerauth.models import Account, AuthEvent, Group, Membership, Rule
+from brokerauth.models import Account, AuthEvent, ClientId, Group, Lockout, Membership, Rule
 
 
 class PasswordFields(forms.ModelForm):
@@ -56,6 +56,30 @@ class MembershipInline(admin.TabularInline):
     autocomplete_fields = ["group"]
 
 
+class ClientIdInline(admin.TabularInline):
+    """The client ids the account owns; released from the client ids page (ClientIdAdmin)."""
+
+    model = ClientId
+    extra = 0
+    fields = readonly_fields = ("client_id", "created_at")
+    can_delete = False
+    verbose_name_plural = "client ids it owns (release them under Client ids)"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class LockoutInline(admin.TabularInline):
+    """Failed logins per source; deleting a row unlocks that source."""
+
+    model = Lockout
+    extra = 0
+    fields = readonly_fields = ("source", "failures", "last_failure_at", "locked_until")
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(Account)
 class AccountAdmin(admin.ModelAdmin):
     form = PasswordFields
@@ -64,20 +88,14 @@ class AccountAdmin(admin.ModelAdmin):
         "is_active",
         "is_superuser",
         "client_id",
+        "client_id_prefix",
         "credential",
         "last_login_at",
         "lockout",
     ]
     list_filter = ["is_active", "is_superuser", "credential", "groups"]
     search_fields = ["username", "client_id", "description"]
-    readonly_fields = [
-        "credential_text",
-        "created_at",
-        "changed_at",
-        "last_login_at",
-        "failed_logins",
-        "locked_until",
-    ]
+    readonly_fields = ["credential_text", "created_at", "changed_at", "last_login_at"]
     fields = [
         "username",
         "new_password",
@@ -85,21 +103,34 @@ class AccountAdmin(admin.ModelAdmin):
         "is_active",
         "is_superuser",
         "client_id",
+        "client_id_prefix",
         "description",
         *readonly_fields,
     ]
-    inlines = [MembershipInline, RuleInline]
+    inlines = [MembershipInline, RuleInline, ClientIdInline, LockoutInline]
     actions = ["unlock", "disable"]
+
+    def get_inlines(self, request: HttpRequest, obj: Account | None) -> list[type[Any]]:
+        # A new account owns no client id and has failed no login yet.
+        return self.inlines if obj is not None else [MembershipInline, RuleInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Account]:
+        locked = Q(lockouts__locked_until__gt=timezone.now())
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(locked=Count("lockouts", filter=locked), failing=Count("lockouts"))
+        )
 
     @admin.display(description="credential")
     def credential_text(self, account: Account) -> str:
         return account.credential_text
 
     @admin.display(description="lockout")
-    def lockout(self, account: Account) -> str:
-        if account.is_locked(timezone.now()):
-            return f"locked until {account.locked_until:%H:%M:%S} ({account.failed_logins} fails)"
-        return f"{account.failed_logins} recent failures" if account.failed_logins else ""
+    def lockout(self, account: Any) -> str:
+        if account.locked:
+            return f"locked for {account.locked} of {account.failing} sources"
+        return f"recent failures from {account.failing} sources" if account.failing else ""
 
     def save_model(self, request: HttpRequest, obj: Account, form: Any, change: bool) -> None:
         # Through the model's own methods, as the UI and the API do (see Account.edit).
@@ -139,6 +170,42 @@ class AccountAdmin(admin.ModelAdmin):
         self.message_user(request, f"Disabled {len(accounts)} accounts.")
 
 
+@admin.register(ClientId)
+class ClientIdAdmin(admin.ModelAdmin):
+    """Who owns each client id (brokerauth/clientids.py). Claimed by logins, never typed in;
+    an operator releases one so that another account may use it."""
+
+    list_display = ["client_id", "account", "created_at"]
+    search_fields = ["client_id", "account__username"]
+    list_select_related = ["account"]
+    actions = ["release"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # through the release action, which keeps a bound id and notes the change
+
+    @admin.action(description="Release the selected client ids", permissions=["release"])
+    def release(self, request: HttpRequest, queryset: QuerySet[ClientId]) -> None:
+        released = 0
+        for claim in queryset.select_related("account"):
+            try:
+                claim.release()
+            except ValidationError as exc:
+                self.message_user(request, " ".join(exc.messages), messages.ERROR)
+            else:
+                released += 1
+                self.log_change(request, claim.account, f"Released client id {claim.client_id}.")
+        self.message_user(request, f"Released {released} client ids.")
+
+    def has_release_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("brokerauth.delete_clientid")
+
+
 @admin.register(Group)
 class GroupAdmin(admin.ModelAdmin):
     list_display = ["name", "description", "changed_at"]
@@ -162,6 +229,7 @@ class AuthEventAdmin(admin.ModelAdmin):
         "broker",
         "username",
         "client_id",
+        "address",
         "allowed",
         "access",
         "topic",

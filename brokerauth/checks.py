@@ -7,20 +7,27 @@ from typing import Any
 
 from django.conf import settings
 from django.core.checks import Error, Warning, register
+from django.core.exceptions import ImproperlyConfigured
+
+NO_SECRET = "MQTT_AUTH_SECRET is not set: /mqtt/auth/ refuses every caller."
+NO_SECRET_HINT = (
+    "Set MQTT_AUTH_SECRET (or MQTT_AUTH_SECRET_FILE) and put the same secret in the broker's "
+    "http_host as broker:SECRET@host (DEV_MODE=1 makes one under VAR_DIR)."
+)
+
+
+def require_broker_secret() -> None:
+    """Refuse to serve without a broker secret (web/wsgi.py): Gunicorn, and any other WSGI
+    server, runs no system checks, and the endpoints would refuse the broker anyway."""
+    if not settings.MQTT_AUTH_SECRET:
+        raise ImproperlyConfigured(f"{NO_SECRET} {NO_SECRET_HINT}")
 
 
 @register()
 def check_broker_auth(**kwargs: Any) -> list[Error | Warning]:
     problems: list[Error | Warning] = []
-    if not settings.MQTT_AUTH_SECRET and not settings.DEBUG:
-        problems.append(
-            Error(
-                "MQTT_AUTH_SECRET is not set: anyone who reaches /mqtt/auth/ can ask.",
-                hint="Set MQTT_AUTH_SECRET (or MQTT_AUTH_SECRET_FILE) and put the same secret "
-                "in the broker's http_host as broker:SECRET@host.",
-                id="brokerauth.E001",
-            )
-        )
+    if not settings.MQTT_AUTH_SECRET:
+        problems.append(Error(NO_SECRET, hint=NO_SECRET_HINT, id="brokerauth.E001"))
     if settings.MQTT_AUTH_RESPONSE_MODE not in ("status", "json", "text"):
         problems.append(
             Error(

@@ -1,7 +1,9 @@
 """The fence around the broker-facing endpoints: only the broker may ask.
 
 Two checks: the caller's source address is in MQTT_AUTH_ALLOWED_NETS, and it sends the shared
-secret as HTTP Basic auth (go-auth does so when its http_host is `user:secret@host`).
+secret as HTTP Basic auth (go-auth does so when its http_host is `user:secret@host`). Without
+a secret configured nobody gets in (fail closed, issue 14); the web process also refuses to
+start without one (web/wsgi.py, system check brokerauth.E001).
 Then the error mapping the broker relies on: malformed input is a 400 deny, never a 500, and
 database trouble is a 503, which the broker treats as a transient error, not a "no".
 """
@@ -9,7 +11,6 @@ database trouble is a 503, which the broker treats as a transient error, not a "
 from __future__ import annotations
 
 import base64
-import binascii
 import functools
 import hmac
 import ipaddress
@@ -45,13 +46,14 @@ def address_allowed(address: str) -> bool:
 def secret_matches(header: str) -> bool:
     expected = settings.MQTT_AUTH_SECRET
     if not expected:
-        return True  # no secret configured: a system check reports it in production
+        return False
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "basic":
         return False
     try:
+        # A header is Latin-1 text in WSGI: non-ASCII in it is no base64 (ValueError).
         decoded = base64.b64decode(token, validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:
         return False
     user, _, secret = decoded.partition(":")
     return hmac.compare_digest(secret.encode(), expected.encode()) and hmac.compare_digest(

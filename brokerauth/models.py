@@ -1,12 +1,14 @@
-"""MQTT accounts, groups, ACL rules and the audit of auth decisions.
+"""MQTT accounts, groups, ACL rules, client-id ownership and the audit of auth decisions.
 
-The rules live here: `Account.objects.authenticate()` is the login rule (bcrypt, remembered
-verifications, lockout, client-id binding), `Account.objects.explain_acl()` the ACL decision
-read fresh from the database, `AuthEvent.objects.record()` the audit of every decision.
+The rules live here: `Account.objects.authenticate()` is the login rule (generated secrets,
+bcrypt, lockouts per source, client-id ownership), `Account.objects.explain_acl()` the ACL
+decision read fresh from the database, `AuthEvent.objects.record()` the audit of every
+decision.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -15,45 +17,56 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, models
-from django.db.models import Q
+from django.db.models import F, Q, Subquery, Value
+from django.db.models.functions import Length, Substr
 from django.utils import timezone
 
-from brokerauth import acl, passwords, topics
+from brokerauth import acl, clientids, names, passwords, topics
 
 log = logging.getLogger("brokerauth.decision")
 
 
 @dataclass(frozen=True)
 class Login:
-    """The answer to one login: may the client connect, and why (the audit's reason)."""
+    """The answer to one login: may the client connect, why (the audit's reason), and may
+    the plugin's limiter count a refusal against the username (CONTRACTS.md 1: not for a
+    secret nobody can guess online, nor for a name nobody has)."""
 
     allowed: bool
     reason: str
+    limit_username: bool = True
 
 
 class AccountQuerySet(models.QuerySet["Account"]):
-    def authenticate(self, username: str, password: str, clientid: str) -> Login:
-        """The login rule. Unknown and disabled accounts cost a bcrypt verification too, so
-        that timing tells nothing; a locked account is refused before its password is read.
-        The caller records the answer (AuthEvent.objects.record)."""
+    def authenticate(self, username: str, password: str, clientid: str, address: str = "") -> Login:
+        """The login rule. `address` is the client's, when the broker says (the project's
+        plugin does, go-auth does not): failed logins of a guessable secret are counted per
+        (account, source), Lockout.source_of(). A generated secret is never locked: nobody can
+        guess it, so nobody else's failures may keep its device out. An unknown username
+        costs one `$7$` verification, what a device account costs. The caller records the
+        answer (AuthEvent.objects.record) and answers every refusal alike (wire.refuse)."""
         now = timezone.now()
         account = self.filter(username=username).first()
         if account is None:
             passwords.burn(password)
-            return Login(False, "unknown account")
-        if account.is_locked(now):
-            # Read by operators on the audit page: to the second, in UTC, without microseconds.
-            until = f"{account.locked_until:%Y-%m-%d %H:%M:%S} UTC"
-            return Login(False, f"locked after failed logins until {until}")
+            return Login(False, "unknown account", limit_username=False)
+        guessable = account.guessable
+        source = Lockout.source_of(address)
+        lockout = account.lockouts.filter(source=source).first() if guessable else None
+        if lockout is not None and lockout.locks(now):
+            return Login(False, lockout.describe(), limit_username=True)
+        verified = passwords.verify_login(username, password, account.password_hash)
         if not account.is_active:
-            passwords.burn(password)
-            return Login(False, "account disabled")
-        if not passwords.verify_login(username, password, account.password_hash):
-            account.record_failure(now)
-            return Login(False, "wrong password")
-        if account.client_id and account.client_id != clientid:
-            return Login(False, f"account is bound to client id {account.client_id!r}")
-        account.record_success(now)
+            return Login(False, "account disabled", limit_username=guessable)
+        if not verified:
+            if guessable:
+                Lockout.objects.fail(account, source, lockout, now)
+            return Login(False, "wrong password", limit_username=guessable)
+        # The secret is right: nothing is being guessed, so nothing counts against the name.
+        refusal = account.client_id_refusal(clientid, claim=True)
+        if refusal is not None:
+            return Login(False, refusal, limit_username=False)
+        account.record_success(now, lockout)
         return Login(True, "password verified")
 
     def create_account(self, username: str, password: str, **fields: object) -> Account:
@@ -73,6 +86,9 @@ class AccountQuerySet(models.QuerySet["Account"]):
             active=account.is_active,
             superuser=account.is_superuser,
             rules=tuple(rule.compiled() for rule in rules),
+            client_id=account.client_id,
+            client_id_prefix=account.client_id_prefix,
+            account_id=account.pk,
         )
 
     def explain_acl(
@@ -86,7 +102,22 @@ class AccountQuerySet(models.QuerySet["Account"]):
         """The ACL decision read fresh from the database, without side effects: what the UI,
         the API and `manage.py explain_acl` show. The broker asks `policy.explain_acl()`, which
         reaches the same answer from memory. Raises topics.TopicError on a malformed topic."""
-        return acl.decide(self.subject(username), clientid, topic, access, dialect)
+        owner = ClientId.objects.owner(clientid)
+        return acl.decide(self.subject(username), clientid, topic, access, dialect, owner=owner)
+
+    def prefix_index(self) -> clientids.PrefixIndex:
+        """Every account's client id prefix, for many lookups (one query)."""
+        pairs = self.exclude(client_id_prefix="").values_list("client_id_prefix", "username")
+        return clientids.PrefixIndex(pairs)
+
+    def prefix_owner(self, client_id: str) -> acl.Owner | None:
+        """The account whose client id prefix covers `client_id`, read fresh (one query)."""
+        head = Substr(Value(client_id), 1, Length("client_id_prefix"))
+        covering = (
+            self.exclude(client_id_prefix="").alias(head=head).filter(head=F("client_id_prefix"))
+        )
+        username = covering.values_list("username", flat=True).first()
+        return acl.Owner(username, acl.Owner.Why.PREFIX) if username else None
 
 
 class Credential(models.TextChoices):
@@ -98,7 +129,9 @@ class Credential(models.TextChoices):
 
 
 class Account(models.Model):
-    username = models.CharField(max_length=255, unique=True)
+    username = models.CharField(
+        max_length=names.MAX_LENGTH, unique=True, validators=[names.validate_username]
+    )
     password_hash = models.CharField(max_length=128, editable=False)
     credential = models.CharField(
         max_length=10,
@@ -114,9 +147,19 @@ class Account(models.Model):
     )
     client_id = models.CharField(
         "bound client id",
-        max_length=255,
+        max_length=names.MAX_LENGTH,
         blank=True,
-        help_text="When set, only this client id may log in with this account.",
+        validators=[names.validate_client_id],
+        help_text="When set, only this client id may log in with this account, and no other "
+        "account may use it.",
+    )
+    client_id_prefix = models.CharField(
+        "client id prefix",
+        max_length=names.MAX_LENGTH,
+        blank=True,
+        validators=[names.validate_client_id],
+        help_text="When set, this account may only use client ids starting with it, and no "
+        "other account may use those.",
     )
     description = models.TextField(blank=True)
     groups: models.ManyToManyField[Group, Membership] = models.ManyToManyField(
@@ -125,8 +168,6 @@ class Account(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     changed_at = models.DateTimeField(auto_now=True)
     last_login_at = models.DateTimeField(null=True, blank=True, editable=False)
-    failed_logins = models.PositiveIntegerField(default=0, editable=False)
-    locked_until = models.DateTimeField(null=True, blank=True, editable=False)
 
     objects = AccountQuerySet.as_manager()
 
@@ -136,11 +177,69 @@ class Account(models.Model):
     def __str__(self) -> str:
         return self.username
 
+    _loaded: dict[str, object]
+
+    # Names made before the rules of names.py keep working: a value is checked only when it
+    # changes (or is new), so an old account can still be edited in the admin and the UI.
+    _NAMES = ("username", "client_id", "client_id_prefix")
+
+    @classmethod
+    def from_db(cls, db: str | None, field_names: Any, values: Any) -> Account:
+        account = super().from_db(db, field_names, values)
+        loaded = zip(field_names, values, strict=True)
+        account._loaded = {name: value for name, value in loaded if name in cls._NAMES}
+        return account
+
+    def _unchanged(self, name: str) -> bool:
+        loaded = getattr(self, "_loaded", {})
+        return name in loaded and loaded[name] == getattr(self, name)
+
+    def clean_fields(self, exclude: Any = None) -> None:
+        unchanged = {name for name in self._NAMES if self._unchanged(name)}
+        super().clean_fields(exclude={*(exclude or ()), *unchanged})
+
+    def clean(self) -> None:
+        if not (self._unchanged("client_id") and self._unchanged("client_id_prefix")):
+            self._check_client_ids()
+
+    def _check_client_ids(self) -> None:
+        """A bound id and a prefix must be free for this account (clientids.py)."""
+        errors = {}
+        bound, prefix = self.client_id, self.client_id_prefix
+        if bound:
+            owner = ClientId.objects.owner(bound)
+            if owner is not None and owner.username != self.username:
+                errors["client_id"] = f"Client id {bound!r} is {owner.why} {owner.username!r}."
+                if owner.why == acl.Owner.Why.CLAIMED:
+                    errors["client_id"] += " Release it first."
+            elif prefix and not bound.startswith(prefix):
+                errors["client_id"] = f"The bound client id must start with the prefix {prefix!r}."
+        if prefix:
+            if clientids.reserved_overlap(prefix) and self.username != settings.MONITOR_USERNAME:
+                errors["client_id_prefix"] = "This prefix covers client ids the service uses."
+            elif clash := self._prefix_clash(prefix):
+                errors["client_id_prefix"] = clash
+        if errors:
+            raise ValidationError(errors)
+
+    def _prefix_clash(self, prefix: str) -> str | None:
+        others = Account.objects.exclude(pk=self.pk)
+        for username, other in others.exclude(client_id_prefix="").values_list(
+            "username", "client_id_prefix"
+        ):
+            if clientids.overlap(prefix, other):
+                return f"This prefix overlaps {other!r}, the prefix of account {username!r}."
+        bound = others.filter(client_id__startswith=prefix).values_list("username", flat=True)
+        if holder := bound.first():
+            return f"Account {holder!r} is bound to a client id under this prefix."
+        return None
+
     # Changes. The admin (forms and actions), the UI, the API and the commands create accounts,
     # change passwords and enable or disable them only through these methods, so that what
     # goes with a change is written once: the password rules (passwords.validate), the
-    # lockout reset, and the policy note, `changed_at`, which every process's
-    # policy_fingerprint() watches. A change feed to the broker would be noted here too.
+    # lockout reset, the claim of a bound client id, and the policy note, `changed_at`, which
+    # every process's policy_fingerprint() watches. A change feed to the broker would be
+    # noted here too.
     def save_new(self, password: str = "", *, generated: bool = False) -> str:
         """Save this new account and return its secret, to be shown once: `password` as
         chosen (bcrypt), or a generated secret (`$7$`) when no password is given, or when
@@ -152,6 +251,7 @@ class Account(models.Model):
             password = self._set_secret(password)
         self.full_clean()
         self.save()
+        self._claim_bound_client_id()
         return password
 
     def change_password(self, raw: str) -> None:
@@ -172,10 +272,10 @@ class Account(models.Model):
         if passwords.parse_mosquitto(stored) is None:
             raise ValidationError({"password_hash": "not a Mosquitto $6$ or $7$ hash"})
         self.password_hash, self.credential = stored, Credential.IMPORTED
-        self.failed_logins, self.locked_until = 0, None
         if self.pk is None:
             self.full_clean()
             self.save()
+            self._claim_bound_client_id()
         else:
             self._save_credential()
 
@@ -186,40 +286,56 @@ class Account(models.Model):
 
     def edit(self, password: str = "", **fields: Any) -> None:
         """Save an operator's changes: the active flag through set_active(), a new password
-        through change_password(), the other fields in one save. Every edit form (admin, UI)
-        and the API's update come through here."""
+        through change_password(), the other fields, validated, in one save. Every edit form
+        (admin, UI) and the API's update come through here."""
         active = fields.pop("is_active", None)
         for name, value in fields.items():
             setattr(self, name, value)
         if fields:
+            others = [f.name for f in self._meta.fields if f.name not in fields]
+            self.full_clean(exclude=others)
             self.save(update_fields=[*fields, "changed_at"])
+            self._claim_bound_client_id()
         if active is not None:
             self.set_active(active)
         if password:
             self.change_password(password)
 
     def unlock(self) -> None:
-        """Forget the failed logins; update(), not save(): not a policy change."""
-        self.failed_logins, self.locked_until = 0, None
-        Account.objects.filter(pk=self.pk).update(failed_logins=0, locked_until=None)
+        """Forget the failed logins: not a policy change."""
+        self.lockouts.all().delete()
+
+    def release_client_id(self, client_id: str) -> None:
+        """Give back a client id this account used, so that another account may claim it.
+        Not the one it is bound to: change the binding first. The policy note makes every
+        process forget the owners it remembered (brokerauth/policy.py)."""
+        if client_id == self.client_id:
+            raise ValidationError(
+                f"{self.username} is bound to client id {client_id!r}: change its binding first."
+            )
+        self.claimed_client_ids.filter(client_id=client_id).delete()
+        Account.objects.filter(pk=self.pk).update(changed_at=timezone.now())
 
     def _set_password(self, raw: str) -> None:
-        """A new password (not saved); it also lifts a lockout earned by the old one."""
+        """A new password (not saved)."""
         passwords.validate(raw)
         self.password_hash, self.credential = passwords.hash_password(raw), Credential.PASSWORD
-        self.failed_logins, self.locked_until = 0, None
 
     def _set_secret(self, secret: str) -> str:
         secret = secret or passwords.generate()
         if not passwords.looks_generated(secret):
             raise ValueError("a generated secret comes from passwords.generate()")
         self.password_hash, self.credential = passwords.hash_secret(secret), Credential.GENERATED
-        self.failed_logins, self.locked_until = 0, None
         return secret
 
     def _save_credential(self) -> None:
-        fields = ["password_hash", "credential", "failed_logins", "locked_until", "changed_at"]
-        self.save(update_fields=fields)
+        """Save a new secret; it also lifts the lockouts the old one earned."""
+        self.save(update_fields=["password_hash", "credential", "changed_at"])
+        self.unlock()
+
+    def _claim_bound_client_id(self) -> None:
+        if self.client_id and clientids.claimable(self.client_id):
+            ClientId.objects.claim(self.client_id, account_id=self.pk, username=self.username)
 
     @property
     def guessable(self) -> bool:
@@ -234,15 +350,147 @@ class Account(models.Model):
     def check_password(self, raw: str) -> bool:
         return passwords.verify(raw, self.password_hash)
 
-    # The lockout rule: after LOGIN_LOCKOUT_THRESHOLD consecutive failures, each further one
-    # locks the account for LOGIN_LOCKOUT_BASE_SECONDS * 2**extra, at most _MAX_SECONDS; a good
-    # login or a new password starts the count again.
-    def is_locked(self, now: datetime) -> bool:
-        return self.locked_until is not None and self.locked_until > now
+    def client_id_refusal(self, clientid: str, *, claim: bool = False) -> str | None:
+        """Why this account may not use `clientid` now (acl.client_id_refusal), read fresh;
+        with `claim`, a free id becomes this account's (a login)."""
+        bound, prefix = self.client_id, self.client_id_prefix
+        refusal = acl.client_id_refusal(self.username, clientid, bound=bound, prefix=prefix)
+        if refusal is not None:
+            return refusal
+        owner = ClientId.objects.owner(clientid)
+        if owner is None and claim and clientids.claimable(clientid):
+            owner = ClientId.objects.claim(clientid, account_id=self.pk, username=self.username)
+        return acl.client_id_refusal(self.username, clientid, owner=owner)
 
-    def lockout_after_failure(self, now: datetime) -> datetime | None:
-        """When this account unlocks if one more failure happens now (None: not locked)."""
-        extra = self.failed_logins + 1 - settings.LOGIN_LOCKOUT_THRESHOLD
+    def record_success(self, now: datetime, lockout: Lockout | None = None) -> None:
+        # update(), not save(): login bookkeeping must not look like a policy change.
+        self.last_login_at = now
+        Account.objects.filter(pk=self.pk).update(last_login_at=now)
+        if lockout is not None:
+            lockout.delete()
+
+
+class ClientIdQuerySet(models.QuerySet["ClientId"]):
+    def owner(self, client_id: str) -> acl.Owner | None:
+        """Whom `client_id` belongs to, read fresh (brokerauth/clientids.py)."""
+        return clientids.owner(client_id, Account.objects.prefix_owner, self.claimed_by)
+
+    def claimed_by(self, client_id: str) -> str | None:
+        """The username of the account that claimed `client_id`, if one did (one query)."""
+        rows = self.filter(client_id=client_id).values_list("account__username", flat=True)
+        return rows.first()
+
+    def claimant_of(self, client_id: Any) -> Subquery:
+        """claimed_by() as a subquery, to annotate rows with a client id (an OuterRef)."""
+        return Subquery(self.filter(client_id=client_id).values("account__username")[:1])
+
+    def claim(self, client_id: str, *, account_id: int, username: str) -> acl.Owner:
+        """Make a free client id this account's; returns its owner then (another account,
+        if one claimed it first)."""
+        claimed, _created = self.get_or_create(
+            client_id=client_id, defaults={"account_id": account_id}
+        )
+        if claimed.account_id == account_id:
+            return acl.Owner(username)
+        return acl.Owner(claimed.account.username)
+
+
+class ClientId(models.Model):
+    """A client id and the account it belongs to (brokerauth/clientids.py): the first to use
+    it, or the one bound to it, until an operator releases it (Account.release_client_id).
+    Claimed at logins, not a policy change: policy_fingerprint() does not watch this table, so
+    a reconnect storm of new devices flushes no process's cache."""
+
+    client_id = models.CharField(max_length=names.MAX_LENGTH, unique=True)
+    account = models.ForeignKey(
+        Account, on_delete=models.CASCADE, related_name="claimed_client_ids"
+    )
+    created_at = models.DateTimeField("claimed at", default=timezone.now)
+
+    objects = ClientIdQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "client id"
+        ordering = ["client_id"]
+
+    def __str__(self) -> str:
+        return f"{self.client_id} ({self.account})"
+
+    def release(self) -> None:
+        self.account.release_client_id(self.client_id)
+
+
+class LockoutManager(models.Manager["Lockout"]):
+    def fail(self, account: Account, source: str, lockout: Lockout | None, now: datetime) -> None:
+        """One more failed login of `account` from `source` (`lockout`: its row, if any)."""
+        failures = 1
+        if lockout is not None and not lockout.stale(now):
+            failures = lockout.failures + 1
+        self.update_or_create(
+            account=account,
+            source=source,
+            defaults={
+                "failures": failures,
+                "last_failure_at": now,
+                "locked_until": Lockout.lock_after(failures, now),
+            },
+        )
+
+    def prune(self, now: datetime) -> int:
+        """Forget the failures that no longer count (prune_audit runs it)."""
+        window = timedelta(seconds=settings.LOGIN_LOCKOUT_WINDOW_SECONDS)
+        quiet = Q(last_failure_at__lt=now - window) & (
+            Q(locked_until__isnull=True) | Q(locked_until__lt=now)
+        )
+        deleted, _ = self.filter(quiet).delete()
+        return deleted
+
+
+class Lockout(models.Model):
+    """Failed logins of one account with a guessable secret from one source: the client's
+    address (IPv6 by /64, as the plugin's limiter groups them), or every address ("") when the
+    broker does not say which (go-auth): then the lockout is per username.
+
+    The rule: after LOGIN_LOCKOUT_THRESHOLD failures, each further one locks that source out
+    for LOGIN_LOCKOUT_BASE_SECONDS * 2**extra, at most LOGIN_LOCKOUT_MAX_SECONDS; a good login
+    or a new password starts again, and so does a failure more than
+    LOGIN_LOCKOUT_WINDOW_SECONDS after the previous one, so that a wrong password now and then
+    never adds up to a lock. A locked source is refused before its password is read."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="lockouts")
+    source = models.CharField(max_length=64, blank=True, help_text="Empty: every address.")
+    failures = models.PositiveIntegerField(default=0)
+    last_failure_at = models.DateTimeField()
+    locked_until = models.DateTimeField(null=True, blank=True)
+
+    objects = LockoutManager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "source"], name="unique_lockout_source")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account} from {self.source or 'any address'}: {self.failures} failures"
+
+    @staticmethod
+    def source_of(address: str) -> str:
+        """The source failures are counted under; "" (every address) for an empty or
+        unreadable one."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return ""
+        if isinstance(ip, ipaddress.IPv6Address):
+            if ip.ipv4_mapped is not None:
+                return str(ip.ipv4_mapped)
+            return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
+        return str(ip)
+
+    @staticmethod
+    def lock_after(failures: int, now: datetime) -> datetime | None:
+        """When a source with this many failures in a row unlocks (None: not locked)."""
+        extra = failures - settings.LOGIN_LOCKOUT_THRESHOLD
         if extra < 0:
             return None
         seconds = min(
@@ -251,19 +499,18 @@ class Account(models.Model):
         )
         return now + timedelta(seconds=seconds)
 
-    def record_failure(self, now: datetime) -> None:
-        # update(), not save(): login bookkeeping must not look like a policy change.
-        self.locked_until = self.lockout_after_failure(now)
-        self.failed_logins += 1
-        Account.objects.filter(pk=self.pk).update(
-            failed_logins=models.F("failed_logins") + 1, locked_until=self.locked_until
-        )
+    def locks(self, now: datetime) -> bool:
+        return self.locked_until is not None and self.locked_until > now
 
-    def record_success(self, now: datetime) -> None:
-        self.failed_logins, self.locked_until, self.last_login_at = 0, None, now
-        Account.objects.filter(pk=self.pk).update(
-            failed_logins=0, locked_until=None, last_login_at=now
-        )
+    def stale(self, now: datetime) -> bool:
+        window = timedelta(seconds=settings.LOGIN_LOCKOUT_WINDOW_SECONDS)
+        return not self.locks(now) and self.last_failure_at < now - window
+
+    def describe(self) -> str:
+        """Read by operators on the audit page: to the second, in UTC."""
+        where = f"from {self.source}" if self.source else "from any address"
+        until = f"{self.locked_until:%Y-%m-%d %H:%M:%S} UTC"
+        return f"locked after {self.failures} failed logins {where} until {until}"
 
 
 class Group(models.Model):
@@ -396,10 +643,12 @@ class AuthEventManager(models.Manager["AuthEvent"]):
         access: int | None = None,
         *,
         broker: str = topics.MOSQUITTO.name,
+        address: str = "",
     ) -> None:
         """The audit of one decision: a line on the `brokerauth.decision` logger and a row for
         every login and every denial, saying which broker asked (AuthEvent.Broker). An allowed
-        ACL check is logged at DEBUG only and never written: it is the hot path."""
+        ACL check is logged at DEBUG only and never written: it is the hot path. `address`: the
+        client's, when the broker says."""
         if verdict.allowed and kind == AuthEvent.Kind.ACL:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
@@ -413,12 +662,13 @@ class AuthEventManager(models.Manager["AuthEvent"]):
                 )
             return
         log.info(
-            "%s %s broker=%s user=%.100r client=%.100r acc=%s topic=%.200r: %s",
+            "%s %s broker=%s user=%.100r client=%.100r address=%.64s acc=%s topic=%.200r: %s",
             kind,
             "allow" if verdict.allowed else "deny",
             broker,
             username,
             clientid,
+            address,
             access,
             topic,
             verdict.reason,
@@ -428,6 +678,7 @@ class AuthEventManager(models.Manager["AuthEvent"]):
             broker=broker,
             username=username[:255],
             client_id=clientid[:255],
+            address=address[:64],
             topic=topic[:1024],
             access=access,
             allowed=verdict.allowed,
@@ -461,6 +712,7 @@ class AuthEvent(models.Model):
     broker = models.CharField(max_length=20, choices=Broker.choices, default=Broker.MOSQUITTO)
     username = models.CharField(max_length=255)
     client_id = models.CharField(max_length=255, blank=True)
+    address = models.CharField(max_length=64, blank=True, help_text="Sent by the project's plugin.")
     topic = models.TextField(blank=True)
     access = models.PositiveSmallIntegerField(null=True, blank=True)
     allowed = models.BooleanField()

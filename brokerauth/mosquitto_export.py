@@ -111,6 +111,11 @@ def _password_lines(accounts: list[Account], result: Export) -> list[str]:
                 f"account {account.username}: Mosquitto cannot bind it to client id "
                 f"{account.client_id!r}"
             )
+        if account.client_id_prefix:
+            result.said.append(
+                f"account {account.username}: Mosquitto cannot limit it to client ids starting "
+                f"with {account.client_id_prefix!r}"
+            )
         lines.append(password_line(account.username, account.password_hash))
         result.accounts += 1
     return lines

@@ -1,9 +1,10 @@
 """The three endpoints Mosquitto's auth plugin calls (go-auth HTTP backend contract).
 
 Each asks the rule's owner and leaves its trace with AuthEvent.objects.record: a login asks
-Account.objects.authenticate (database, bcrypt, lockout), an ACL check the in-memory policy
-(policy.explain_acl, no query in steady state). The superuser question asks the same policy and
-is never audited: go-auth asks it before every ACL check, so a "no" is routine.
+Account.objects.authenticate (database, password, lockout, client-id owner), an ACL check the
+in-memory policy (policy.explain_acl, no query in steady state). The superuser question asks
+the same policy and is never audited: go-auth asks it before every ACL check, so a "no" is
+routine. Every refused login gets the same answer (wire.refuse_login); the audit keeps why.
 """
 
 from __future__ import annotations
@@ -12,20 +13,25 @@ from django.http import HttpRequest, HttpResponse
 
 from brokerauth import acl, wire
 from brokerauth.guards import broker_endpoint
-from brokerauth.models import Account, AuthEvent, Login
+from brokerauth.models import Account, AuthEvent
 from brokerauth.policy import policy
 
 
-def _answer(verdict: Login | acl.Decision) -> HttpResponse:
+def _answer(verdict: acl.Decision) -> HttpResponse:
     return wire.allow() if verdict.allowed else wire.deny(verdict.reason)
 
 
 @broker_endpoint
 def user(request: HttpRequest) -> HttpResponse:
-    data = wire.fields(request, "username", "password", "clientid")
-    login = Account.objects.authenticate(data["username"], data["password"], data["clientid"])
-    AuthEvent.objects.record(AuthEvent.Kind.LOGIN, login, data["username"], data["clientid"])
-    return _answer(login)
+    data = wire.fields(request, "username", "password", "clientid", optional=("address",))
+    username, clientid = data["username"], data["clientid"]
+    login = Account.objects.authenticate(username, data["password"], clientid, data["address"])
+    AuthEvent.objects.record(
+        AuthEvent.Kind.LOGIN, login, username, clientid, address=data["address"]
+    )
+    if login.allowed:
+        return wire.allow()
+    return wire.refuse_login(limit_username=login.limit_username)
 
 
 @broker_endpoint

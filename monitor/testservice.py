@@ -31,6 +31,7 @@ from django.db import connection
 from django.utils import timezone
 from paho.mqtt.enums import CallbackAPIVersion
 
+from brokerauth import clientids
 from brokerauth.acl import Access
 from brokerauth.models import Account, Rule
 from monitor import account as monitor_account
@@ -215,7 +216,8 @@ def run_round_trip(
     last_sys: Callable[[], datetime | None],
     stale_after: float,
 ) -> list[Step]:
-    client_id = target.client_id or f"{target.username}-test-{secrets.token_hex(4)}"
+    # A probe id: reserved for the service account (brokerauth/clientids.py).
+    client_id = target.client_id or clientids.probe_id(target.username)
     steps = mqtt_steps(replace(target, client_id=client_id))
     steps.append(
         auth_step(auth_url, target.username, target.password, client_id, auth_secret, auth_user)

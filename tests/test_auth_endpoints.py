@@ -44,27 +44,55 @@ def test_json_body_with_get_and_put(broker: BrokerClient, device: Account, metho
     assert response.status_code == 200
 
 
+REFUSED = {"ok": False, "error": "not authorised"}
+
+
 @pytest.mark.parametrize(
     ("fields", "reason"),
     [
         ({**LOGIN, "password": "wrong"}, "wrong password"),
         ({**LOGIN, "username": "nobody"}, "unknown account"),
+        ({**LOGIN, "clientid": "taken"}, "client id 'taken' is in use by account 'bob'"),
+        ({**LOGIN, "clientid": "mqtt-service-monitor"}, "is reserved for the service account"),
     ],
 )
-def test_login_denied(broker: BrokerClient, device: Account, fields: dict, reason: str) -> None:
+def test_every_refused_login_gets_the_same_answer_and_the_audit_keeps_why(
+    broker: BrokerClient, device: Account, fields: dict, reason: str
+) -> None:
+    bob = Account.objects.create_account("bob", DEVICE_PASSWORD, client_id="taken")
     response = broker.ask("user", **fields)
     assert response.status_code == 403
-    assert response.json() == {"ok": False, "error": reason}
+    assert response.json() == {**REFUSED, "limit_username": fields["password"] == "wrong"}
+    event = AuthEvent.objects.get()
+    assert not event.allowed and reason in event.reason
+    assert bob.claimed_client_ids.get().client_id == "taken"
 
 
-def test_disabled_account_and_bound_client_id(broker: BrokerClient, device: Account) -> None:
-    device.client_id = "dev-1"
-    device.save()
-    assert broker.ask("user", **{**LOGIN, "clientid": "other"}).status_code == 403
+def test_disabled_locked_and_bound_accounts_are_refused_alike(
+    broker: BrokerClient, device: Account
+) -> None:
+    device.edit(client_id="dev-1")
+    assert broker.ask("user", **{**LOGIN, "clientid": "other"}).json()["error"] == "not authorised"
     assert broker.ask("user", **LOGIN).status_code == 200
-    device.is_active = False
-    device.save()
-    assert broker.ask("user", **LOGIN).json()["error"] == "account disabled"
+    device.set_active(False)
+    assert broker.ask("user", **LOGIN).json() == {**REFUSED, "limit_username": True}
+    reasons = list(AuthEvent.objects.order_by("created_at").values_list("reason", flat=True))
+    assert reasons == [
+        "account is bound to client id 'dev-1'",
+        "password verified",
+        "account disabled",
+    ]
+
+
+def test_the_plugins_address_keys_the_lockout_and_goes_to_the_audit(
+    broker: BrokerClient, device: Account
+) -> None:
+    with override_settings(LOGIN_LOCKOUT_THRESHOLD=1):
+        broker.ask("user", **{**LOGIN, "password": "wrong", "address": "203.0.113.7"})
+        assert broker.ask("user", **{**LOGIN, "address": "203.0.113.7"}).status_code == 403
+        assert broker.ask("user", **{**LOGIN, "address": "10.0.0.5"}).status_code == 200
+    addresses = AuthEvent.objects.order_by("created_at").values_list("address", "allowed")
+    assert list(addresses) == [("203.0.113.7", False), ("203.0.113.7", False), ("10.0.0.5", True)]
 
 
 def test_every_login_is_audited(broker: BrokerClient, device: Account) -> None:
@@ -113,10 +141,14 @@ def test_group_rules_apply(broker: BrokerClient, device: Account, sensors: Any) 
 
 @override_settings(MQTT_AUTH_RESPONSE_MODE="text")
 def test_text_response_mode(broker: BrokerClient, device: Account) -> None:
+    """`text` reads a 2xx whose body is `ok`; any 4xx is a denial, so denials stay JSON and
+    keep the limiter hint."""
     allowed = broker.ask("user", **LOGIN)
     assert (allowed.status_code, allowed.content) == (200, b"ok")
     denied = broker.ask("acl", **acl("elsewhere", 2))
-    assert (denied.status_code, denied.content) == (403, b"no rule matched")
+    assert (denied.status_code, denied.json()) == (403, {"ok": False, "error": "no rule matched"})
+    refused = broker.ask("user", **{**LOGIN, "password": "wrong"})
+    assert refused.json() == {**REFUSED, "limit_username": True}
 
 
 @pytest.mark.parametrize(
@@ -154,6 +186,18 @@ def test_callers_without_the_secret_are_refused(device: Account, header: str) ->
     response = BrokerClient(HTTP_AUTHORIZATION=header).ask("user", **LOGIN)
     assert response.status_code == 403
     assert response.json()["error"] == "caller not allowed"
+
+
+@override_settings(MQTT_AUTH_SECRET="")
+@pytest.mark.parametrize("header", ["", basic_auth(secret=""), "Basic YnJva2VyOg=="])
+@pytest.mark.parametrize("endpoint", ["user", "acl", "superuser"])
+def test_without_a_secret_configured_every_caller_is_refused(
+    superuser_account: Account, header: str, endpoint: str
+) -> None:
+    """Fail closed (issue 14): /mqtt/auth/superuser said yes without any Authorization."""
+    fields = {**LOGIN, "username": "root", "topic": "a", "acc": 2}
+    response = BrokerClient(HTTP_AUTHORIZATION=header).ask(endpoint, **fields)
+    assert (response.status_code, response.json()["error"]) == (403, "caller not allowed")
 
 
 @override_settings(MQTT_AUTH_ALLOWED_NETS=["10.0.0.0/8"])

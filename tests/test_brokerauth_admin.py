@@ -10,9 +10,28 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from brokerauth.models import Account
+from brokerauth.models import Account, Lockout
 
 pytestmark = pytest.mark.django_db
+# The change page's inlines that the add page does not have.
+CHANGE_INLINES = {
+    "claimed_client_ids-TOTAL_FORMS": "0",
+    "claimed_client_ids-INITIAL_FORMS": "0",
+    "lockouts-TOTAL_FORMS": "0",
+    "lockouts-INITIAL_FORMS": "0",
+}
+
+
+def lock(account: Account, source: str = "") -> None:
+    until = timezone.now() + timedelta(hours=1)
+    Lockout.objects.create(
+        account=account,
+        source=source,
+        failures=9,
+        last_failure_at=timezone.now(),
+        locked_until=until,
+    )
+
 
 ADD = {
     "username": "sensor-7",
@@ -63,9 +82,8 @@ def test_the_password_rules_are_the_apis(
 def test_a_new_password_in_the_change_form_lifts_the_lockout(
     client: Client, operator: Any, device: Account
 ) -> None:
-    Account.objects.filter(pk=device.pk).update(
-        failed_logins=9, locked_until=timezone.now() + timedelta(hours=1)
-    )
+    lock(device, "10.0.0.5")
+    lock(device)
     client.force_login(operator)
     data = {
         "username": "alice",
@@ -75,25 +93,25 @@ def test_a_new_password_in_the_change_form_lifts_the_lockout(
         "memberships-INITIAL_FORMS": "0",
         "rules-TOTAL_FORMS": "0",
         "rules-INITIAL_FORMS": "0",
+        **CHANGE_INLINES,
     }
     response = client.post(f"/admin/brokerauth/account/{device.pk}/change/", data)
     assert response.status_code == 302
     device.refresh_from_db()
     assert device.check_password("a brand new secret")
-    assert (device.failed_logins, device.locked_until) == (0, None)
+    assert not device.lockouts.exists()
 
 
 def test_the_disable_and_unlock_actions(client: Client, operator: Any, device: Account) -> None:
     before = device.changed_at
-    Account.objects.filter(pk=device.pk).update(
-        failed_logins=9, locked_until=timezone.now() + timedelta(hours=1)
-    )
+    lock(device, "10.0.0.5")
     client.force_login(operator)
     url = "/admin/brokerauth/account/"
+    assert "locked for 1 of 1 sources" in client.get(url).content.decode()
     for action in ("unlock", "disable"):
         client.post(url, {"action": action, "_selected_action": [device.pk]})
     device.refresh_from_db()
-    assert (device.failed_logins, device.locked_until) == (0, None)
+    assert not device.lockouts.exists()
     assert not device.is_active and device.changed_at > before  # every process re-reads
 
 

@@ -1,4 +1,5 @@
-"""Login verification: remembered successes, equal cost for unknown users, lockout."""
+"""Login verification: remembered successes, equal cost for unknown users, lockouts per
+source that an attacker cannot turn against a device."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from brokerauth import passwords
-from brokerauth.models import Account
+from brokerauth.models import Account, Lockout
 from tests.conftest import DEVICE_PASSWORD
 
 pytestmark = pytest.mark.django_db
@@ -58,6 +59,7 @@ def test_unknown_usernames_cost_what_a_generated_secret_costs(
     """No bcrypt for a name nobody has (issue 14: random usernames stalled the broker), but
     one PBKDF2 verification, as for a device account with a generated secret."""
     secret = Account(username="pump").save_new()
+    passwords.burn("")  # its dummy hash is made once per process, on first use
     pbkdf2: list[int] = []
     real = hashlib.pbkdf2_hmac
 
@@ -78,34 +80,111 @@ def test_passwords_over_72_bytes_are_refused_not_truncated(device: Account) -> N
         passwords.hash_password("é" * 40)
 
 
+def lockout(account: Account, source: str = "") -> Lockout | None:
+    return account.lockouts.filter(source=source).first()
+
+
 @override_settings(LOGIN_LOCKOUT_THRESHOLD=3, LOGIN_LOCKOUT_BASE_SECONDS=30)
-def test_repeated_failures_lock_the_account_with_backoff(device: Account) -> None:
+def test_repeated_failures_lock_the_source_with_backoff(device: Account) -> None:
+    """go-auth sends no address: the source is every address, the lockout per username."""
     with time_machine.travel(timezone.now(), tick=False) as clock:
         for _ in range(3):
             Account.objects.authenticate("alice", "wrong", "c")
-        device.refresh_from_db()
-        assert device.locked_until == timezone.now() + timedelta(seconds=30)
+        locked = lockout(device)
+        assert locked is not None
+        assert locked.locked_until == timezone.now() + timedelta(seconds=30)
         refused = Account.objects.authenticate("alice", DEVICE_PASSWORD, "c")
-        until = device.locked_until
+        until = locked.locked_until
         assert until is not None
-        assert refused.reason == f"locked after failed logins until {until:%Y-%m-%d %H:%M:%S} UTC"
+        assert refused.reason == (
+            f"locked after 3 failed logins from any address until {until:%Y-%m-%d %H:%M:%S} UTC"
+        )
         clock.shift(31)
         Account.objects.authenticate("alice", "wrong again", "c")
-        device.refresh_from_db()
-        assert device.locked_until == timezone.now() + timedelta(seconds=60)
+        locked = lockout(device)
+        assert locked is not None
+        assert locked.locked_until == timezone.now() + timedelta(seconds=60)
         clock.shift(61)
         assert Account.objects.authenticate("alice", DEVICE_PASSWORD, "c").allowed
+        assert not device.lockouts.exists()
         device.refresh_from_db()
-        assert (device.failed_logins, device.locked_until) == (0, None)
         assert device.last_login_at == timezone.now()
 
 
 def test_a_new_password_lifts_the_lockout(device: Account) -> None:
     with override_settings(LOGIN_LOCKOUT_THRESHOLD=1):
-        Account.objects.authenticate("alice", "wrong", "c")
-    device.refresh_from_db()
-    assert device.is_locked(timezone.now())
+        Account.objects.authenticate("alice", "wrong", "c", "10.0.0.9")
+    locked = lockout(device, "10.0.0.9")
+    assert locked is not None and locked.locks(timezone.now())
     password = device.reset_password()
-    device.refresh_from_db()
-    assert (device.failed_logins, device.locked_until) == (0, None)
-    assert Account.objects.authenticate("alice", password, "c").allowed
+    assert not device.lockouts.exists()
+    assert Account.objects.authenticate("alice", password, "c", "10.0.0.9").allowed
+
+
+@override_settings(LOGIN_LOCKOUT_THRESHOLD=3)
+def test_an_attackers_failures_lock_only_the_attackers_address(device: Account) -> None:
+    """Issue 14: anyone who knew a username could lock its device out for good. With the
+    address the project's plugin sends, the lock is the attacker's own."""
+    for _ in range(20):
+        Account.objects.authenticate("alice", "guess", "c", "203.0.113.7")
+    assert not Account.objects.authenticate("alice", DEVICE_PASSWORD, "c", "203.0.113.7").allowed
+    assert Account.objects.authenticate("alice", DEVICE_PASSWORD, "dev-1", "10.0.0.5").allowed
+    locked = lockout(device, "203.0.113.7")
+    assert locked is not None and locked.failures == 3  # a locked source is not even verified
+
+
+@override_settings(LOGIN_LOCKOUT_THRESHOLD=3)
+def test_ipv6_sources_are_grouped_by_64_and_mapped_ipv4_is_ipv4(device: Account) -> None:
+    for host in range(3):
+        Account.objects.authenticate("alice", "guess", "c", f"2001:db8:1:2::{host + 1}")
+    assert not Account.objects.authenticate(
+        "alice", DEVICE_PASSWORD, "c", "2001:db8:1:2::ff"
+    ).allowed
+    assert Account.objects.authenticate("alice", DEVICE_PASSWORD, "c", "2001:db8:1:3::1").allowed
+    assert Lockout.source_of("::ffff:10.0.0.5") == "10.0.0.5"
+    assert Lockout.source_of("not an address") == ""
+
+
+def test_one_wrong_password_an_hour_never_keeps_the_device_out(device: Account) -> None:
+    """The attack of issue 14, without an address (go-auth): one wrong password an hour kept
+    the lock at its 3600 s cap. Failures further apart than the window start the count again."""
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        for _hour in range(24):
+            assert not Account.objects.authenticate("alice", "wrong", "c").allowed
+            clock.shift(1)
+            assert Account.objects.authenticate("alice", DEVICE_PASSWORD, "c").allowed
+            clock.shift(3599)
+        for _hour in range(24):  # and without the device's logins in between
+            Account.objects.authenticate("alice", "wrong", "c")
+            clock.shift(3600)
+        locked = lockout(device)
+        assert locked is not None and not locked.locks(timezone.now())
+        assert locked.failures == 1
+        assert Account.objects.authenticate("alice", DEVICE_PASSWORD, "c").allowed
+
+
+@override_settings(LOGIN_LOCKOUT_THRESHOLD=3)
+def test_a_generated_secret_is_never_locked_out(db: None) -> None:
+    secret = Account(username="pump").save_new()
+    for _ in range(50):
+        refused = Account.objects.authenticate("pump", "guess", "c")
+        assert not refused.limit_username
+    assert Account.objects.authenticate("pump", secret, "pump-1").allowed
+    assert not Lockout.objects.exists()
+
+
+def test_limit_username_only_for_secrets_that_can_be_guessed(device: Account) -> None:
+    """The plugin's limiter hint (CONTRACTS.md 1): it may block a username as a whole only
+    when that username's secret can be guessed online."""
+    Account(username="pump").save_new()
+    assert Account.objects.authenticate("alice", "wrong", "c").limit_username
+    assert not Account.objects.authenticate("pump", "wrong", "c").limit_username
+    assert not Account.objects.authenticate("ghost", "wrong", "c").limit_username
+
+
+def test_lockouts_that_no_longer_count_are_pruned(device: Account) -> None:
+    now = timezone.now()
+    device.lockouts.create(source="10.0.0.1", failures=2, last_failure_at=now - timedelta(days=1))
+    device.lockouts.create(source="10.0.0.2", failures=2, last_failure_at=now)
+    assert Lockout.objects.prune(now) == 1
+    assert list(device.lockouts.values_list("source", flat=True)) == ["10.0.0.2"]

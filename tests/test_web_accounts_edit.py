@@ -204,7 +204,7 @@ def test_the_add_to_group_list_offers_only_other_groups_in_the_same_queries(
     for i in range(5):
         Group.objects.create(name=f"g{i}")
     # As many queries as when the account is in every group (tests/test_web_rules.py).
-    with django_assert_num_queries(7):
+    with django_assert_num_queries(9):
         response = operator_client.get(f"/accounts/{device.pk}/")
     html = response.content.decode()
     assert "Add to group" in html and "Member of every group." not in html

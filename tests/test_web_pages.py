@@ -123,8 +123,9 @@ def test_client_detail_query_count_does_not_grow_with_readings(
     operator_client: HttpClient, device: Account, django_assert_num_queries: Any
 ) -> None:
     client = seed_client("busy", readings=2000)
-    # session, user, client, account, sessions, latest values, telemetry buckets, events
-    with django_assert_num_queries(8):
+    # session, user, client, account, owner (prefix, claim), sessions, latest values,
+    # telemetry buckets, events
+    with django_assert_num_queries(10):
         response = operator_client.get(f"/clients/{client.pk}/", {"period": "24h"})
     assert len(response.context["charts"]["charts"]["humidity"]["t"]) <= 301
 

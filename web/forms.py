@@ -39,14 +39,14 @@ class AccountForm(SuperuserConfirmationMixin):
 
     class Meta:
         model = Account
-        fields = ["username", "client_id", "description", "is_superuser"]
+        fields = ["username", "client_id", "client_id_prefix", "description", "is_superuser"]
         widgets = {"description": forms.Textarea(attrs={"rows": 2})}
 
 
 class AccountEditForm(SuperuserConfirmationMixin):
     class Meta:
         model = Account
-        fields = ["description", "client_id", "is_active", "is_superuser"]
+        fields = ["description", "client_id", "client_id_prefix", "is_active", "is_superuser"]
         widgets = {"description": forms.Textarea(attrs={"rows": 2})}
 
     def changes(self) -> dict[str, Any]:

@@ -197,10 +197,17 @@ RABBITMQ_VHOST = env("RABBITMQ_VHOST", "/")
 BCRYPT_ROUNDS = env_int("BCRYPT_ROUNDS", 10)
 # A successful bcrypt verification is remembered this long (0 = never).
 LOGIN_REMEMBER_SECONDS = env_int("LOGIN_REMEMBER_SECONDS", 300)
-# Lockout: after this many consecutive failures, refuse for BASE * 2**extra seconds, up to MAX.
+# Lockout of chosen passwords, per (account, client address) when the broker sends it: after
+# THRESHOLD failures in a row, refuse for BASE * 2**extra seconds, up to MAX; a failure more
+# than WINDOW seconds after the previous one starts the count again. Generated secrets are
+# never locked.
 LOGIN_LOCKOUT_THRESHOLD = env_int("LOGIN_LOCKOUT_THRESHOLD", 5)
 LOGIN_LOCKOUT_BASE_SECONDS = env_int("LOGIN_LOCKOUT_BASE_SECONDS", 30)
 LOGIN_LOCKOUT_MAX_SECONDS = env_int("LOGIN_LOCKOUT_MAX_SECONDS", 3600)
+LOGIN_LOCKOUT_WINDOW_SECONDS = env_int("LOGIN_LOCKOUT_WINDOW_SECONDS", 900)
+# Client ids the broker makes up for clients that send none (Mosquitto's auto_id_prefix):
+# random per connection, so nobody owns them (brokerauth/clientids.py).
+MQTT_AUTO_ID_PREFIX = env("MQTT_AUTO_ID_PREFIX", "auto-")
 # How often each process checks whether accounts or rules changed (seconds).
 POLICY_REFRESH_SECONDS = env_float("POLICY_REFRESH_SECONDS", 1.0)
 AUDIT_RETENTION_DAYS = env_int("AUDIT_RETENTION_DAYS", 30)

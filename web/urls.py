@@ -10,6 +10,7 @@ account_urls = [
     path("edit/", accounts.account_edit, name="account-edit"),
     path("active/", accounts.account_set_active, name="account-active"),
     path("reset-password/", accounts.account_reset, name="account-reset"),
+    path("client-ids/release/", accounts.account_release_client_id, name="account-release"),
     path("rules/new/", rules.account_rule_create, name="account-rule-create"),
     path("groups/", groups.account_join, name="account-join"),
     path("groups/<int:group_pk>/remove/", groups.account_leave, name="account-leave"),

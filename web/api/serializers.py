@@ -5,10 +5,11 @@ from typing import Any
 
 from django.contrib.admin.models import LogEntry
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from brokerauth import acl, passwords, topics
-from brokerauth.models import Account, AuthEvent, Group, Rule
+from brokerauth import acl, clientids, passwords, topics
+from brokerauth.models import Account, AuthEvent, ClientId, Credential, Group, Lockout, Rule
 from monitor.models import BrokerStat, BrokerStatSample, Client, LatestValue, Session
 from web import filters, operatorlog, series
 
@@ -16,6 +17,13 @@ from web import filters, operatorlog, series
 # aligned on whole hours before `since`, which must stay a date Python can represent.
 MAX_SPAN = timedelta(days=400)
 EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+
+
+class LockoutSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Lockout
+        fields = ["source", "failures", "last_failure_at", "locked_until"]
+        extra_kwargs = {"source": {"help_text": "The client address (IPv6: its /64); empty: any."}}
 
 
 class AccountSerializer(serializers.ModelSerializer):
@@ -38,6 +46,14 @@ class AccountSerializer(serializers.ModelSerializer):
         help_text="The kind of secret and how it is stored: a generated secret (PBKDF2-SHA512), "
         "a chosen password (bcrypt) or a hash imported from a mosquitto_passwd file.",
     )
+    credential_kind = serializers.ChoiceField(
+        source="credential",
+        choices=Credential.choices,
+        read_only=True,
+        help_text="generated: never locked out (it cannot be guessed online); password and "
+        "imported: locked out per client address after failed logins.",
+    )
+    lockouts = LockoutSerializer(many=True, read_only=True)
     secret: str = ""
 
     class Meta:
@@ -49,14 +65,15 @@ class AccountSerializer(serializers.ModelSerializer):
             "is_active",
             "is_superuser",
             "client_id",
+            "client_id_prefix",
             "description",
             "groups",
             "credential",
+            "credential_kind",
             "created_at",
             "changed_at",
             "last_login_at",
-            "failed_logins",
-            "locked_until",
+            "lockouts",
         ]
 
     def create(self, validated_data: dict[str, Any]) -> Account:
@@ -86,7 +103,33 @@ class PasswordSerializer(serializers.Serializer):
 
 class GeneratedPasswordSerializer(serializers.Serializer):
     username = serializers.CharField()
-    password = serializers.CharField(help_text="Shown once; only its bcrypt hash is kept.")
+    password = serializers.CharField(
+        help_text="A generated secret, shown once; only its PBKDF2-SHA512 hash is kept."
+    )
+
+
+class OwnerSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    why = serializers.CharField(
+        help_text="reserved for the service account, under the client id prefix of account, "
+        "or in use by account (the first to use it, or bound to it, until released)."
+    )
+
+
+class ClientIdSerializer(serializers.ModelSerializer):
+    account: serializers.SlugRelatedField = serializers.SlugRelatedField(
+        slug_field="username", read_only=True
+    )
+    bound = serializers.SerializerMethodField(
+        help_text="The account is bound to this client id: change its binding to release it."
+    )
+
+    class Meta:
+        model = ClientId
+        fields = ["id", "client_id", "account", "bound", "created_at"]
+
+    def get_bound(self, claim: ClientId) -> bool:
+        return claim.account.client_id == claim.client_id
 
 
 class GroupSerializer(serializers.ModelSerializer):
@@ -188,11 +231,16 @@ class LatestValueSerializer(serializers.ModelSerializer):
 
 
 class ClientSerializer(serializers.ModelSerializer):
+    owner = serializers.SerializerMethodField(
+        help_text="The account this client id belongs to (brokerauth/clientids.py), if any."
+    )
+
     class Meta:
         model = Client
         fields = [
             "id",
             "client_id",
+            "owner",
             "username",
             "status",
             "online",
@@ -210,6 +258,15 @@ class ClientSerializer(serializers.ModelSerializer):
             "message_count",
             "bad_message_count",
         ]
+
+    @extend_schema_field(OwnerSerializer(allow_null=True))
+    def get_owner(self, client: Client) -> dict[str, str] | None:
+        # The view annotates each client with the username of its claim, and gives the
+        # prefixes once per request: no query per client.
+        prefixes = self.context["client_id_prefixes"]
+        claimed = getattr(client, "claimed_by", None)
+        owner = clientids.owner(client.client_id, prefixes.owner, lambda _id: claimed)
+        return {"username": owner.username, "why": owner.why} if owner else None
 
 
 class ClientDetailSerializer(ClientSerializer):
@@ -327,6 +384,7 @@ class AuthEventSerializer(serializers.ModelSerializer):
             "kind",
             "username",
             "client_id",
+            "address",
             "topic",
             "access",
             "allowed",

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from brokerauth import topics
-from brokerauth.models import Account, AuthEvent, Group, Rule
+from brokerauth.models import Account, AuthEvent, ClientId, Group, Rule
 from monitor import testservice
 from monitor.models import BrokerStat, BrokerStatSample, Client, Session
 from web import filters, operatorlog, series
@@ -41,7 +41,7 @@ class LoggedChanges(viewsets.GenericViewSet):
 class AccountViewSet(LoggedChanges, viewsets.ModelViewSet):
     """MQTT accounts. Passwords are write-only: set one, or have one generated (shown once)."""
 
-    queryset = Account.objects.prefetch_related("groups")
+    queryset = Account.objects.prefetch_related("groups", "lockouts")
     serializer_class = s.AccountSerializer
     filterset_fields = ["is_active", "is_superuser"]
     search_fields = ["username", "client_id", "description"]
@@ -75,6 +75,29 @@ class AccountViewSet(LoggedChanges, viewsets.ModelViewSet):
         password = account.reset_password()
         operatorlog.changed(request.user, account, note="Password reset.")
         return Response({"username": account.username, "password": password})
+
+
+class ClientIdViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Who owns each client id: the first account to use it (or the one bound to it), until
+    released. DELETE releases one, so that another account may use it (not a bound one:
+    change the account's binding first). Ids reserved for the service and ids under an
+    account's prefix are not listed here: a client's `owner` says."""
+
+    queryset = ClientId.objects.select_related("account")
+    serializer_class = s.ClientIdSerializer
+    filterset_fields = {"account__username": ["exact"], "client_id": ["exact"]}
+    search_fields = ["client_id", "account__username"]
+    ordering_fields = ["client_id", "created_at"]
+
+    def perform_destroy(self, instance: ClientId) -> None:
+        instance.release()  # a bound id: ValidationError, a 400 (web/api/errors.py)
+        note = f"Released client id {instance.client_id}."
+        operatorlog.changed(self.request.user, instance.account, note=note)
 
 
 class GroupViewSet(LoggedChanges, viewsets.ModelViewSet):
@@ -130,9 +153,16 @@ class ClientViewSet(viewsets.ReadOnlyModelViewSet):
     ordering_fields = ["last_seen", "client_id", "first_seen", "message_count"]
 
     def get_queryset(self) -> QuerySet[Client]:
+        clients = Client.objects.annotate(
+            claimed_by=ClientId.objects.claimant_of(OuterRef("client_id"))
+        )
         if self.action == "retrieve":
-            return Client.objects.prefetch_related("latest")
-        return Client.objects.all()
+            return clients.prefetch_related("latest")
+        return clients
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        prefixes = Account.objects.prefix_index()
+        return {**super().get_serializer_context(), "client_id_prefixes": prefixes}
 
     def get_serializer_class(self) -> type[s.ClientSerializer]:
         return s.ClientDetailSerializer if self.action == "retrieve" else s.ClientSerializer

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -71,6 +72,8 @@ def account_detail(request: HttpRequest, pk: int) -> HttpResponse:
     own, inherited = account_rules(account)
     context = {
         "account": account,
+        "client_ids": account.claimed_client_ids.all(),
+        "lockouts": account.lockouts.order_by("-last_failure_at"),
         "own_rules": own,
         "group_rules": inherited,
         "events": AuthEvent.objects.filter(username=account.username)[:20],
@@ -90,6 +93,23 @@ def account_set_active(request: HttpRequest, pk: int) -> HttpResponse:
     verb = "enabled" if account.is_active else "disabled"
     operatorlog.changed(request.user, account, note=verb.capitalize() + ".")
     messages.success(request, f"Account {account.username} {verb}.")
+    return redirect("account", pk=pk)
+
+
+@require_POST
+@staff_required
+def account_release_client_id(request: HttpRequest, pk: int) -> HttpResponse:
+    account = get_object_or_404(Account, pk=pk)
+    claim = get_object_or_404(account.claimed_client_ids, client_id=request.POST.get("client_id"))
+    try:
+        claim.release()
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        operatorlog.changed(request.user, account, note=f"Released client id {claim.client_id}.")
+        note_policy_change(
+            request, f"Client id {claim.client_id} released: another account may now use it."
+        )
     return redirect("account", pk=pk)
 
 

@@ -8,7 +8,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 
-from brokerauth.models import Account, AuthEvent
+from brokerauth import acl
+from brokerauth.models import Account, AuthEvent, ClientId
 from monitor.models import Client
 from web import charts, series
 from web.units import unit_of
@@ -68,12 +69,22 @@ def live_context(client: Client) -> dict[str, Any]:
     }
 
 
+def owner_context(client: Client) -> dict[str, Any]:
+    """Who the client id belongs to (brokerauth/clientids.py): on the page, not in its live
+    parts, since it changes only when an operator releases it."""
+    owner = ClientId.objects.owner(client.client_id)
+    account = Account.objects.filter(username=owner.username).first() if owner else None
+    releasable = owner is not None and owner.why == acl.Owner.Why.CLAIMED
+    return {"owner": owner, "owner_account": account, "releasable": releasable}
+
+
 @login_required
 def client_detail(request: HttpRequest, pk: int) -> HttpResponse:
     client = get_object_or_404(Client, pk=pk)
     period = period_of(request)
     context = {
         **live_context(client),
+        **owner_context(client),
         "period": period,
         "periods": list(series.PERIODS),
         "charts": charts.client_charts(client.pk, period, timezone.now()),
