@@ -9,6 +9,8 @@ from django.conf import settings
 from django.core.checks import Error, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
+from brokerauth import names
+
 NO_SECRET = "MQTT_AUTH_SECRET is not set: /mqtt/auth/ refuses every caller."
 NO_SECRET_HINT = (
     "Set MQTT_AUTH_SECRET (or MQTT_AUTH_SECRET_FILE) and put the same secret in the broker's "
@@ -45,6 +47,17 @@ def check_broker_auth(**kwargs: Any) -> list[Error | Warning]:
                     f"MQTT_AUTH_ALLOWED_NETS has {net!r}, which is not a network.",
                     hint="Give comma-separated CIDRs such as 127.0.0.0/8,10.0.0.0/24.",
                     id="brokerauth.E003",
+                )
+            )
+    for name, what in (("MONITOR_USERNAME", "username"), ("MONITOR_CLIENT_ID", "client id")):
+        wrong = names.problem(getattr(settings, name))
+        if wrong is not None:
+            problems.append(
+                Error(
+                    f"{name}={getattr(settings, name)!r} {wrong}.",
+                    hint=f"The service's {what} is held to the rules of every new one "
+                    "(brokerauth/names.py).",
+                    id="brokerauth.E005",
                 )
             )
     if not 4 <= settings.BCRYPT_ROUNDS <= 31:

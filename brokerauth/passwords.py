@@ -100,10 +100,11 @@ def hash_password(raw: str) -> str:
     return bcrypt.hashpw(data, bcrypt.gensalt(settings.BCRYPT_ROUNDS)).decode()
 
 
-def hash_secret(raw: str, salt: bytes | None = None) -> str:
-    """Mosquitto's `$7$` PBKDF2-SHA512, for a generated secret."""
+def hash_secret(raw: str | bytes, salt: bytes | None = None) -> str:
+    """Mosquitto's `$7$` PBKDF2-SHA512, for a generated secret (or any bytes, as
+    mosquitto_passwd would hash them)."""
     salt = salt if salt is not None else secrets.token_bytes(PBKDF2_SALT_BYTES)
-    digest = hashlib.pbkdf2_hmac("sha512", raw.encode(), salt, PBKDF2_ITERATIONS)
+    digest = hashlib.pbkdf2_hmac("sha512", as_bytes(raw), salt, PBKDF2_ITERATIONS)
     return f"$7${PBKDF2_ITERATIONS}${_b64(salt)}${_b64(digest)}"
 
 
@@ -140,7 +141,9 @@ def verify(raw: str | bytes, stored: str) -> bool:
         mine = hashlib.pbkdf2_hmac("sha512", data, salt, iterations)
     else:
         mine = hashlib.sha512(data + salt).digest()
-    return hmac.compare_digest(mine, digest)
+    # No secret holds a NUL (generate() never makes one, mosquitto_passwd reads C strings),
+    # and PBKDF2's HMAC pads its key with NULs: "pw\0" would pass for "pw".
+    return hmac.compare_digest(mine, digest) and b"\0" not in data
 
 
 def verify_login(username: str, raw: str | bytes, stored: str) -> bool:

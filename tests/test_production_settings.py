@@ -131,6 +131,33 @@ def test_gunicorn_stops_on_a_value_it_cannot_read(tmp_path: Path) -> None:
     assert "GUNICORN_THREADS='four' is not a whole number" in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        [sys.executable, "-m", "gunicorn", "-c", "web/gunicorn.conf.py"],
+        [sys.executable, "-m", "gunicorn", "-c", "web/gunicorn.conf.py", "--preload"],
+        [sys.executable, "manage.py", "runserver", "--noreload"],
+    ],
+    ids=["gunicorn", "gunicorn-preload", "runserver"],
+)
+@pytest.mark.parametrize("debug", ["0", "1"])
+def test_without_the_broker_secret_the_web_process_refuses_to_start(
+    tmp_path: Path, command: list[str], debug: str
+) -> None:
+    """Fail closed (issue 14): Gunicorn runs no system checks, and it used to start and let
+    /mqtt/auth/ answer anyone."""
+    port = free_port()
+    env = production_env(tmp_path, GUNICORN_BIND=f"127.0.0.1:{port}", WEB_CONCURRENCY="1")
+    env.update(DEBUG=debug, MQTT_AUTH_SECRET="")
+    if "runserver" in command:
+        command = [*command, f"127.0.0.1:{port}"]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "MQTT_AUTH_SECRET is not set: /mqtt/auth/ refuses every caller." in (
+        result.stdout + result.stderr
+    )
+
+
 def test_importing_the_settings_creates_nothing_and_reads_no_password(tmp_path: Path) -> None:
     env = production_env(tmp_path, LOG_TO_FILE="1", LOG_DIR=str(tmp_path / "log"))
     del env["MONITOR_PASSWORD"]
