@@ -158,8 +158,10 @@ def reconcile(broker_connected: int, at: datetime, self_client_id: str) -> bool:
     other client is known to be offline.
     """
     state = MonitorState.get()
-    if broker_connected <= 1 and Client.objects.online().exclude(client_id=self_client_id):
-        gone = Client.objects.online().exclude(client_id=self_client_id)
+    # Only clients last seen before the count was taken: log lines are applied at once,
+    # counts at the next flush, so a connect can be newer than the count that denies it.
+    gone = Client.objects.online().exclude(client_id=self_client_id).filter(last_seen__lt=at)
+    if broker_connected <= 1 and gone:
         Session.objects.filter(client__in=gone, disconnected_at=None).update(
             disconnected_at=at, reason=Session.Reason.UNKNOWN
         )

@@ -231,6 +231,19 @@ def test_reconciliation_reports_a_lasting_mismatch_and_marks_outage_clients_unce
     assert not Client.objects.online().exists()  # the broker counts only the monitor
 
 
+def test_a_count_older_than_a_connect_does_not_take_it_back(ingest: Ingest) -> None:
+    """The count retained at subscription time, then a device's connect line, then the
+    flush: the device connected after the count was taken."""
+    ingest.handle_message("$SYS/broker/clients/connected", b"1", T0)
+    log_line(
+        ingest,
+        "New client connected from 10.0.0.5:1 as dev-1 (p5, c1, k60, u'alice').",
+        T0 + timedelta(milliseconds=50),
+    )
+    ingest.flush()
+    assert list(Client.objects.online().values_list("client_id", flat=True)) == ["dev-1"]
+
+
 # -- commands ------------------------------------------------------------------------------
 def test_monitor_account_makes_precise_rules_and_a_private_password_file(
     db: None, tmp_path: Path
