@@ -361,7 +361,7 @@ def qos0_note(got: int, total: int) -> str:
     return f"{got} of {total} messages delivered ({100 * (total - got) / total:.1f}% dropped)"
 
 
-def connect_packet(username: str, client_id: str) -> bytes:
+def connect_packet(username: str, client_id: str, password: str = PASSWORD) -> bytes:
     """An MQTT 3.1.1 CONNECT with username and password, clean session, keepalive 30."""
 
     def string(value: str) -> bytes:
@@ -369,7 +369,7 @@ def connect_packet(username: str, client_id: str) -> bytes:
         return len(data).to_bytes(2, "big") + data
 
     body = string("MQTT") + bytes([4, 0xC2]) + (30).to_bytes(2, "big")
-    body += string(client_id) + string(username) + string(PASSWORD)
+    body += string(client_id) + string(username) + string(password)
     length, encoded = len(body), b""
     while True:
         byte, length = length % 128, length // 128
@@ -379,10 +379,12 @@ def connect_packet(username: str, client_id: str) -> bytes:
     return b"\x10" + encoded + body
 
 
-def connect_once(port: int, context: ssl.SSLContext, username: str) -> bool:
+def connect_once(
+    port: int, context: ssl.SSLContext, username: str, password: str = PASSWORD
+) -> bool:
     with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
         with context.wrap_socket(raw, server_hostname="localhost") as tls:
-            tls.sendall(connect_packet(username, username))
+            tls.sendall(connect_packet(username, username, password))
             connack = b""
             while len(connack) < 4:
                 chunk = tls.recv(4 - len(connack))
@@ -393,8 +395,16 @@ def connect_once(port: int, context: ssl.SSLContext, username: str) -> bool:
             return connack[0] == 0x20 and connack[3] == 0
 
 
-def storm(port: int, certs: Path, usernames: list[str], rounds: int, threads: int) -> float:
-    """Connections/s of `rounds` connects of each username from `threads` threads."""
+def storm(
+    port: int,
+    certs: Path,
+    usernames: list[str],
+    rounds: int,
+    threads: int,
+    passwords: dict[str, str] | None = None,
+) -> float:
+    """Connections/s of `rounds` connects of each username from `threads` threads (with
+    PASSWORD, or each username's in `passwords`)."""
     context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
     tasks: queue.Queue[str] = queue.Queue()
     for _ in range(rounds):
@@ -409,7 +419,7 @@ def storm(port: int, certs: Path, usernames: list[str], rounds: int, threads: in
             except queue.Empty:
                 return
             try:
-                ok = connect_once(port, context, name)
+                ok = connect_once(port, context, name, (passwords or {}).get(name, PASSWORD))
             except OSError as exc:
                 ok = False
                 failures.append(f"{name}: {exc}")

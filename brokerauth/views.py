@@ -9,6 +9,7 @@ routine. Every refused login gets the same answer (wire.refuse_login); the audit
 
 from __future__ import annotations
 
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 
 from brokerauth import acl, wire
@@ -24,11 +25,13 @@ def _answer(verdict: acl.Decision) -> HttpResponse:
 @broker_endpoint
 def user(request: HttpRequest) -> HttpResponse:
     data = wire.fields(request, "username", "password", "clientid", optional=("address",))
-    username, clientid = data["username"], data["clientid"]
-    login = Account.objects.authenticate(username, data["password"], clientid, data["address"])
-    AuthEvent.objects.record(
-        AuthEvent.Kind.LOGIN, login, username, clientid, address=data["address"]
-    )
+    username, clientid, address = data["username"], data["clientid"], data["address"]
+    # One commit for what a login writes (a first login: its client id's claim, its login
+    # time, its audit row): on PostgreSQL each commit waits for the disk, and the broker
+    # waits for this answer (docs/benchmarks.md, "Cold-login storm").
+    with transaction.atomic():
+        login = Account.objects.authenticate(username, data["password"], clientid, address)
+        AuthEvent.objects.record(AuthEvent.Kind.LOGIN, login, username, clientid, address=address)
     if login.allowed:
         return wire.allow()
     return wire.refuse_login(limit_username=login.limit_username)

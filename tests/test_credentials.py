@@ -4,13 +4,20 @@ imported mosquitto_passwd hashes kept as they are, passwords as bytes."""
 from __future__ import annotations
 
 import subprocess
+from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
+from django.core.management import call_command
+from django.test import Client
+from rest_framework.test import APIClient
 
 from brokerauth import passwords
 from brokerauth.models import Account, Credential
+from monitor import demo
 from tests.conftest import DEVICE_PASSWORD
 
 pytestmark = pytest.mark.django_db
@@ -105,3 +112,68 @@ def test_bytes_that_were_not_utf8_survive_the_json_round_trip() -> None:
 def test_chosen_passwords_are_validated(bad: str) -> None:
     with pytest.raises(ValidationError):
         passwords.validate(bad)
+
+
+def test_every_path_that_makes_a_secret_stores_it_as_7(
+    operator_client: Client, tmp_path: Path, settings: Any
+) -> None:
+    """Issue 14: a generated secret must never cost the broker a bcrypt. The admin's
+    "generate" (new account and change form), the UI's create and reset, the API's create
+    without a password and reset, the monitor's account and the demo devices."""
+    admin_add = {
+        "username": "by-admin",
+        "generate": "on",
+        "memberships-TOTAL_FORMS": "0",
+        "memberships-INITIAL_FORMS": "0",
+        "rules-TOTAL_FORMS": "0",
+        "rules-INITIAL_FORMS": "0",
+    }
+    operator_client.post("/admin/brokerauth/account/add/", admin_add)
+    operator_client.post("/accounts/new/", {"username": "by-ui"})
+    api = APIClient()
+    api.force_authenticate(User.objects.get(username="operator"))
+    api.post("/api/v1/accounts/", {"username": "by-api"}, format="json")
+    call_command("monitor_account", "--password-file", str(tmp_path / "pw"), stdout=StringIO())
+    demo.ensure_device("demo-99", passwords.generate())
+    made = {"by-admin", "by-ui", "by-api", settings.MONITOR_USERNAME, "demo-99"}
+    for chosen in ("reset-ui", "reset-api", "reset-admin"):
+        Account.objects.create_account(chosen, "a chosen password")
+    operator_client.post(f"/accounts/{Account.objects.get(username='reset-ui').pk}/reset-password/")
+    api.post(f"/api/v1/accounts/{Account.objects.get(username='reset-api').pk}/reset-password/")
+    account = Account.objects.get(username="reset-admin")
+    change = {
+        **admin_add,
+        "username": "reset-admin",
+        "is_active": "on",
+        "claimed_client_ids-TOTAL_FORMS": "0",
+        "claimed_client_ids-INITIAL_FORMS": "0",
+        "lockouts-TOTAL_FORMS": "0",
+        "lockouts-INITIAL_FORMS": "0",
+    }
+    operator_client.post(f"/admin/brokerauth/account/{account.pk}/change/", change)
+    made |= {"reset-ui", "reset-api", "reset-admin"}
+    stored = dict(Account.objects.values_list("username", "password_hash"))
+    assert made <= set(stored)
+    assert {name for name in made if not stored[name].startswith("$7$101$")} == set()
+    kinds = set(Account.objects.filter(username__in=made).values_list("credential", flat=True))
+    assert kinds == {Credential.GENERATED}
+
+
+def test_the_ui_the_api_and_the_admin_say_which_kind_of_credential(
+    operator_client: Client, device: Account
+) -> None:
+    pump = Account(username="pump-4")
+    pump.save_new()
+    api = APIClient()
+    api.force_authenticate(User.objects.get(username="operator"))
+    for account, text, kind in (
+        (pump, "generated secret, PBKDF2-SHA512 ($7$)", "generated"),
+        (device, "chosen password, bcrypt", "password"),
+    ):
+        assert text in operator_client.get(f"/accounts/{account.pk}/").content.decode()
+        body = api.get(f"/api/v1/accounts/{account.pk}/").json()
+        assert (body["credential"], body["credential_kind"]) == (text, kind)
+        admin = operator_client.get(f"/admin/brokerauth/account/{account.pk}/change/")
+        assert text in admin.content.decode()
+    listing = operator_client.get("/accounts/").content.decode()
+    assert "<td>generated secret</td>" in listing and "<td>chosen password</td>" in listing

@@ -157,4 +157,8 @@ class Migration(migrations.Migration):
             model_name="account",
             name="locked_until",
         ),
+        migrations.AddIndex(
+            model_name="account",
+            index=models.Index(fields=["client_id_prefix"], name="account_client_id_prefix"),
+        ),
     ]
