@@ -9,12 +9,14 @@ from datetime import timedelta
 import bcrypt
 import pytest
 import time_machine
+from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from brokerauth import passwords
 from brokerauth.models import Account, Lockout
-from tests.conftest import DEVICE_PASSWORD
+from tests.conftest import DEVICE_PASSWORD, BrokerClient
 
 pytestmark = pytest.mark.django_db
 
@@ -188,3 +190,29 @@ def test_lockouts_that_no_longer_count_are_pruned(device: Account) -> None:
     device.lockouts.create(source="10.0.0.2", failures=2, last_failure_at=now)
     assert Lockout.objects.prune(now) == 1
     assert list(device.lockouts.values_list("source", flat=True)) == ["10.0.0.2"]
+
+
+def test_an_unknown_name_and_a_device_with_a_wrong_secret_look_alike(
+    broker: BrokerClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14: the same answer, the same database work, the same one PBKDF2 verification,
+    whether the name exists or not."""
+    Account(username="pump").save_new()
+    passwords.burn("")  # its dummy hash is made once per process, on first use
+    pbkdf2: list[int] = []
+    real = hashlib.pbkdf2_hmac
+
+    def spy(name: str, password: bytes, salt: bytes, iterations: int) -> bytes:
+        pbkdf2.append(iterations)
+        return real(name, password, salt, iterations)
+
+    monkeypatch.setattr(hashlib, "pbkdf2_hmac", spy)
+    seen = []
+    for username in ("pump", "ghost"):
+        pbkdf2.clear()
+        with CaptureQueriesContext(connection) as queries:
+            response = broker.ask("user", username=username, password="guess", clientid="c")
+        statements = [q["sql"].split()[0] for q in queries.captured_queries]
+        seen.append((response.status_code, response.json(), statements, list(pbkdf2)))
+    assert seen[0] == seen[1]
+    assert seen[0][1] == {"ok": False, "error": "not authorised", "limit_username": False}
