@@ -257,22 +257,28 @@ class Account(models.Model):
             self._check_client_ids()
 
     def _check_client_ids(self) -> None:
-        """A bound id and a prefix must be free for this account (clientids.py)."""
+        """A bound id and a prefix must be free for this account (clientids.py). Taken ones
+        are code "unique", as a taken username is: the API answers 409."""
         errors = {}
         bound, prefix = self.client_id, self.client_id_prefix
         if bound:
             owner = ClientId.objects.owner(bound)
             if owner is not None and owner.username != self.username:
-                errors["client_id"] = f"Client id {bound!r} is {owner.why} {owner.username!r}."
+                message = f"Client id {bound!r} is {owner.why} {owner.username!r}."
                 if owner.why == acl.Owner.Why.CLAIMED:
-                    errors["client_id"] += " Release it first."
+                    message += " Release it first."
+                errors["client_id"] = ValidationError(message, code="unique")
             elif prefix and not bound.startswith(prefix):
-                errors["client_id"] = f"The bound client id must start with the prefix {prefix!r}."
+                errors["client_id"] = ValidationError(
+                    f"The bound client id must start with the prefix {prefix!r}."
+                )
         if prefix:
             if clientids.reserved_overlap(prefix) and self.username != settings.MONITOR_USERNAME:
-                errors["client_id_prefix"] = "This prefix covers client ids the service uses."
+                errors["client_id_prefix"] = ValidationError(
+                    "This prefix covers client ids the service uses.", code="unique"
+                )
             elif clash := self._prefix_clash(prefix):
-                errors["client_id_prefix"] = clash
+                errors["client_id_prefix"] = ValidationError(clash, code="unique")
         if errors:
             raise ValidationError(errors)
 
@@ -322,12 +328,14 @@ class Account(models.Model):
 
     def import_hash(self, stored: str) -> None:
         """Keep a hash from a mosquitto_passwd file as it is (`$6$` or `$7$`): the device's
-        password does not change. Saves a new account too."""
+        password does not change. Saves a new account too; its username is kept even where
+        brokerauth/names.py refuses it for a new one (`x+y`, `site/7`), since the devices of
+        that file already log in with it: an existing name, which keeps working."""
         if passwords.parse_mosquitto(stored) is None:
             raise ValidationError({"password_hash": "not a Mosquitto $6$ or $7$ hash"})
         self.password_hash, self.credential = stored, Credential.IMPORTED
         if self.pk is None:
-            self.full_clean()
+            self._full_clean_keeping_name()
             self.save()
             self._claim_bound_client_id()
         else:
@@ -365,10 +373,22 @@ class Account(models.Model):
         process forget the owners it remembered (brokerauth/policy.py)."""
         if client_id == self.client_id:
             raise ValidationError(
-                f"{self.username} is bound to client id {client_id!r}: change its binding first."
+                f"{self.username} is bound to client id {client_id!r}: change its binding first.",
+                code="conflict",
             )
         self.claimed_client_ids.filter(client_id=client_id).delete()
         Account.objects.filter(pk=self.pk).update(changed_at=timezone.now())
+
+    def _full_clean_keeping_name(self) -> None:
+        try:
+            self.full_clean()
+        except ValidationError as exc:
+            errors = exc.update_error_dict({})
+            kept = [e for e in errors.pop("username", []) if e.code != names.INVALID]
+            if kept:
+                errors["username"] = kept
+            if errors:
+                raise ValidationError(errors) from exc
 
     def _set_password(self, raw: str) -> None:
         """A new password (not saved)."""

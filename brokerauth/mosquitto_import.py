@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from brokerauth import names
 from brokerauth.acl import Access
 from brokerauth.models import Account, Group, Membership, Rule
 from brokerauth.mosquitto_files import ACL_FILE, PASSWORD_FILE, AclLine, PasswordEntry, Problem
@@ -205,6 +206,9 @@ def _accounts(result: Plan) -> list[str]:
             reason = "; ".join(exc.messages)
             result.problems.append(Problem(PASSWORD_FILE, entry.line, username, reason))
             continue
+        if (wrong := names.problem(username)) is not None:
+            # Kept, as the devices log in with it (Account.import_hash); say so.
+            verb += f"; its name {wrong}, which a new account's may not"
         changes.append(f"account {username}: {verb}")
     return changes
 

@@ -8,10 +8,11 @@ are held to less: no MQTT wildcard or topic separator (`+`, `#`, `/`), no leadin
 private-use character, no lone surrogate or Unicode noncharacter, at most MAX_LENGTH
 characters. The model fields carry these validators, so the admin, the UI, the API and the
 commands refuse such a name with the same message; rows made before keep working
-(Account.clean_fields only checks a value that changes). Devices choose their client ids
-themselves: those are not refused for their characters (a `%c` level never matches one with a
-wildcard or a separator, brokerauth/topics.py), only for what cannot be owned
-(brokerauth/clientids.py).
+(Account.clean_fields only checks a value that changes), and so do the names of an imported
+Mosquitto password_file (Account.import_hash: its devices already log in with them). Devices
+choose their client ids themselves: those are not refused for their characters (a `%c` level
+never matches one with a wildcard or a separator, brokerauth/topics.py), only for what cannot
+be owned (brokerauth/clientids.py).
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ import unicodedata
 from django.core.exceptions import ValidationError
 
 MAX_LENGTH = 255  # the database columns
+INVALID = "invalid_name"  # the code of these validators' errors
 _TOPIC_CHARACTERS = "+#/"
+# For the API's schema: names of these characters only, dots single and inside, all of which
+# problem() accepts (a subset: it accepts more, other letters of other scripts among them).
+_SAFE = r"A-Za-z0-9_:@\-\u00c0-\u024f"
+SCHEMA_PATTERN = f"^[{_SAFE}]+(\\.[{_SAFE}]+)*$"
 # Control, format (bidirectional overrides, zero-width), surrogate, private use; line and
 # paragraph separators. Spaces are refused separately (str.isspace).
 _CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
@@ -47,12 +53,12 @@ def problem(value: str) -> str | None:
 
 def validate_username(value: str) -> None:
     if (wrong := problem(value)) is not None:
-        raise ValidationError(f"This username {wrong}.", code="invalid_name")
+        raise ValidationError(f"This username {wrong}.", code=INVALID)
 
 
 def validate_client_id(value: str) -> None:
     if (wrong := problem(value)) is not None:
-        raise ValidationError(f"This client id {wrong}.", code="invalid_name")
+        raise ValidationError(f"This client id {wrong}.", code=INVALID)
 
 
 def _noncharacter(ch: str) -> bool:

@@ -170,7 +170,9 @@ def _connects(broker: Broker) -> Answers:
         ("nobody", "whatever", "right"),
     ]
     for username, password, kind in cases:
-        session = broker.session(username, password, f"connect-{kind}")
+        # A client id of its own each: with the plugin, a client id belongs to the first
+        # account that uses it (brokerauth/clientids.py), where Mosquitto lets anyone take it.
+        session = broker.session(username, password, f"connect-{username}-{kind}")
         session.connect(timeout=8)
         answers["connect", username, kind] = session.connected()
         session.close()

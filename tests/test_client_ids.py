@@ -170,7 +170,7 @@ def test_the_api_lists_and_releases_client_ids(
     assert set(claims) == {"pump-1", "dev-1"}
     assert claims["pump-1"]["bound"] and claims["dev-1"]["account"] == "alice"
     refused = api.delete(f"/api/v1/client-ids/{claims['pump-1']['id']}/")
-    assert refused.status_code == 400 and "change its binding first" in str(refused.json())
+    assert refused.status_code == 409 and "change its binding first" in str(refused.json())
     assert api.delete(f"/api/v1/client-ids/{claims['dev-1']['id']}/").status_code == 204
     assert login("bob", "dev-1") is None
 
@@ -267,3 +267,18 @@ def test_a_reconnect_storm_of_new_client_ids_flushes_no_cache(device: Account) -
         assert cache.owner("dev-1") == acl.Owner("alice")
     assert len(queries) == 1  # the fingerprint, unchanged: nothing was dropped
     assert cache._fingerprint == fingerprint
+
+
+def test_the_api_answers_a_taken_client_id_with_a_409(
+    api: APIClient, device: Account, bob: Account
+) -> None:
+    """Taken by another account is a conflict with what exists, as a taken username is."""
+    assert login("bob", "pump-1") is None
+    url = f"/api/v1/accounts/{device.pk}/"
+    response = api.patch(url, {"client_id": "pump-1"}, format="json")
+    assert response.status_code == 409
+    assert response.json() == {
+        "client_id": ["Client id 'pump-1' is in use by account 'bob'. Release it first."]
+    }
+    response = api.patch(url, {"client_id": "bad/id"}, format="json")
+    assert response.status_code == 400

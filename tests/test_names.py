@@ -16,7 +16,7 @@ from django.test import override_settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from brokerauth import names
+from brokerauth import names, passwords
 from brokerauth.models import Account
 from tests.conftest import DEVICE_PASSWORD
 
@@ -124,3 +124,26 @@ def test_the_services_own_names_are_checked_at_start() -> None:
         "MONITOR_USERNAME='mqtt monitor' contains whitespace.",
         "MONITOR_CLIENT_ID='+' contains '+', an MQTT wildcard or the topic separator.",
     ]
+
+
+def test_a_name_from_an_imported_password_file_is_kept_as_it_is(db: None) -> None:
+    """Its devices already log in with it (import_mosquitto); a new account may not have it."""
+    stored = passwords.hash_secret("site 7's secret")
+    Account(username="site/7").import_hash(stored)
+    assert Account.objects.authenticate("site/7", "site 7's secret", "s7").allowed
+    with pytest.raises(ValidationError, match="at most 255 characters"):
+        Account(username="x" * 256).import_hash(stored)  # still what the database can keep
+    with pytest.raises(ValidationError, match="contains '/'"):
+        Account(username="site/8").save_new()
+
+
+def test_every_name_the_apis_schema_calls_valid_is_accepted() -> None:
+    """The schema's pattern (web/api/schema.py) is a subset of what names.py accepts: each of
+    its characters, and its shapes."""
+    safe = [chr(c) for c in range(0x110000) if re.fullmatch(names.SCHEMA_PATTERN, chr(c))]
+    assert len(safe) > 300
+    assert [ch for ch in safe if names.problem(ch) is not None] == []
+    for name in ("a.b", "a.b.c", "Zürich-3", "x" * 255):
+        assert re.fullmatch(names.SCHEMA_PATTERN, name) and names.problem(name) is None
+    for name in ("a..b", ".a", "a.", "$SYS", "a b", "", "a/b"):
+        assert not re.fullmatch(names.SCHEMA_PATTERN, name)

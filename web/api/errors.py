@@ -3,8 +3,10 @@ constraint errors raised below the serializers are turned into DRF's validation 
 
 A validation answer whose every complaint is about other data, not about the request's form,
 says so in its status: 409 when a name is already taken (code "unique", or the database's
-unique constraint), 404 when a named account or group does not exist (code
-"does_not_exist"). Anything else wrong with the input is a 400."""
+unique constraint) or the request conflicts with what exists (code "conflict": a client id
+bound to the account being released), 404 when a named account or group does not exist (code
+"does_not_exist"). Anything else wrong with the input is a 400. The models' codes are kept
+(a client id in use by another account is "unique", brokerauth/models.py)."""
 
 from __future__ import annotations
 
@@ -15,17 +17,17 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
 from django.http import HttpRequest, JsonResponse
 from rest_framework import exceptions, status
+from rest_framework.exceptions import ErrorDetail
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 log = logging.getLogger(__name__)
-CONFLICT, MISSING = {"unique"}, {"does_not_exist"}
+CONFLICT, MISSING = {"unique", "conflict"}, {"does_not_exist"}
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, DjangoValidationError):
-        detail = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
-        exc = exceptions.ValidationError(detail)
+        exc = exceptions.ValidationError(details(exc))
     elif isinstance(exc, IntegrityError):
         exc = exceptions.ValidationError(
             {"detail": f"conflicts with existing data: {exc}"}, code="unique"
@@ -42,6 +44,19 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             response.data,
         )
     return response
+
+
+def details(exc: DjangoValidationError) -> dict[str, list[ErrorDetail]]:
+    """The model's complaints by field, each with its code (DRF keeps an ErrorDetail's)."""
+    errors = exc.error_dict if hasattr(exc, "error_dict") else {"detail": exc.error_list}
+    return {
+        field: [
+            ErrorDetail(message, code=error.code or "invalid")
+            for error in problems
+            for message in error.messages
+        ]
+        for field, problems in errors.items()
+    }
 
 
 def validation_status(codes: Any) -> int:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from brokerauth import names
+
 ERROR = {
     "type": "object",
     "properties": {"detail": {"type": "string"}},
@@ -56,6 +58,7 @@ def declare_errors(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     schemas.setdefault("Error", ERROR)
     schemas.setdefault("Invalid", INVALID)
     one_owner(schemas)
+    name_patterns(schemas)
     for path, item in result.get("paths", {}).items():
         for method, operation in item.items():
             if method in METHODS:
@@ -73,6 +76,23 @@ def one_owner(schemas: dict[str, Any]) -> None:
         schemas.get("Rule", {}).get("properties", {}).get(owner, {})["nullable"] = True
     if "PatchedRuleRequest" in schemas:
         schemas["PatchedRuleRequest"]["not"] = {"required": ["account", "group"]}
+
+
+def name_patterns(schemas: dict[str, Any]) -> None:
+    """Usernames and client ids are refused for what brokerauth/names.py says; the schema
+    gives a pattern of safe names (a subset of what is accepted), so that a request the schema
+    calls valid is one the API accepts. A blank client id or prefix means none."""
+    for component, fields in (
+        ("AccountRequest", ("username", "client_id", "client_id_prefix")),
+        ("PatchedAccountRequest", ("username", "client_id", "client_id_prefix")),
+    ):
+        properties = schemas.get(component, {}).get("properties", {})
+        for field in fields:
+            if field in properties:
+                pattern = names.SCHEMA_PATTERN
+                if field != "username":
+                    pattern = f"^$|{pattern}"
+                properties[field]["pattern"] = pattern
 
 
 def error_statuses(path: str, method: str, operation: dict[str, Any]) -> list[str]:
