@@ -718,22 +718,10 @@ def policy_fingerprint() -> tuple[object, ...]:
 
 
 @functools.cache
-def _audit_sql() -> str:
-    columns = (
-        "created_at",
-        "kind",
-        "broker",
-        "username",
-        "client_id",
-        "address",
-        "topic",
-        "access",
-        "allowed",
-        "reason",
-    )
-    table = connection.ops.quote_name(AuthEvent._meta.db_table)
-    names = ", ".join(connection.ops.quote_name(column) for column in columns)
-    return f"INSERT INTO {table} ({names}) VALUES ({', '.join(['%s'] * len(columns))})"
+def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
+    quote = connection.ops.quote_name
+    names = ", ".join(quote(column) for column in columns)
+    return f"INSERT INTO {quote(table)} ({names}) VALUES ({', '.join(['%s'] * len(columns))})"
 
 
 class AuthEventManager(models.Manager["AuthEvent"]):
@@ -781,20 +769,20 @@ class AuthEventManager(models.Manager["AuthEvent"]):
         )
         # One statement written out, not create(): every login writes a row, and the ORM's
         # insert cost twice the database's time (docs/benchmarks.md, "Cold-login storm").
-        values = [
-            connection.ops.adapt_datetimefield_value(timezone.now()),
-            kind,
-            broker,
-            username[:255],
-            clientid[:255],
-            address[:64],
-            topic[:1024],
-            access,
-            verdict.allowed,
-            verdict.reason[:500],
-        ]
+        row = {
+            "created_at": connection.ops.adapt_datetimefield_value(timezone.now()),
+            "kind": kind,
+            "broker": broker,
+            "username": username[:255],
+            "client_id": clientid[:255],
+            "address": address[:64],
+            "topic": topic[:1024],
+            "access": access,
+            "allowed": verdict.allowed,
+            "reason": verdict.reason[:500],
+        }
         with connection.cursor() as cursor:
-            cursor.execute(_audit_sql(), values)
+            cursor.execute(_insert_sql(AuthEvent._meta.db_table, tuple(row)), list(row.values()))
 
     def prune(self, days: int) -> int:
         cutoff = timezone.now() - timedelta(days=days)

@@ -35,6 +35,22 @@ def bcrypt_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     return calls
 
 
+@pytest.fixture
+def pbkdf2_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts PBKDF2 computations, by their iterations (a spy, as bcrypt_calls). The dummy
+    hash that unknown names are checked against is made first: once per process."""
+    passwords.burn("")
+    calls: list[int] = []
+    real = hashlib.pbkdf2_hmac
+
+    def spy(name: str, password: bytes, salt: bytes, iterations: int) -> bytes:
+        calls.append(iterations)
+        return real(name, password, salt, iterations)
+
+    monkeypatch.setattr(hashlib, "pbkdf2_hmac", spy)
+    return calls
+
+
 def test_a_good_login_is_remembered(device: Account, bcrypt_calls: list[bytes]) -> None:
     assert Account.objects.authenticate("alice", DEVICE_PASSWORD, "c").allowed
     assert Account.objects.authenticate("alice", DEVICE_PASSWORD, "c").allowed
@@ -56,24 +72,16 @@ def test_remembering_can_be_turned_off(device: Account, bcrypt_calls: list[bytes
 
 
 def test_unknown_usernames_cost_what_a_generated_secret_costs(
-    db: None, bcrypt_calls: list[bytes], monkeypatch: pytest.MonkeyPatch
+    db: None, bcrypt_calls: list[bytes], pbkdf2_calls: list[int]
 ) -> None:
     """No bcrypt for a name nobody has (issue 14: random usernames stalled the broker), but
     one PBKDF2 verification, as for a device account with a generated secret."""
     secret = Account(username="pump").save_new()
-    passwords.burn("")  # its dummy hash is made once per process, on first use
-    pbkdf2: list[int] = []
-    real = hashlib.pbkdf2_hmac
-
-    def spy(name: str, password: bytes, salt: bytes, iterations: int) -> bytes:
-        pbkdf2.append(iterations)
-        return real(name, password, salt, iterations)
-
-    monkeypatch.setattr(hashlib, "pbkdf2_hmac", spy)
+    pbkdf2_calls.clear()
     assert not Account.objects.authenticate("ghost", "whatever", "c").allowed
     assert Account.objects.authenticate("pump", secret, "c").allowed
     assert bcrypt_calls == []
-    assert pbkdf2 == [passwords.PBKDF2_ITERATIONS] * 2
+    assert pbkdf2_calls == [passwords.PBKDF2_ITERATIONS] * 2
 
 
 def test_passwords_over_72_bytes_are_refused_not_truncated(device: Account) -> None:
@@ -193,26 +201,17 @@ def test_lockouts_that_no_longer_count_are_pruned(device: Account) -> None:
 
 
 def test_an_unknown_name_and_a_device_with_a_wrong_secret_look_alike(
-    broker: BrokerClient, monkeypatch: pytest.MonkeyPatch
+    broker: BrokerClient, pbkdf2_calls: list[int]
 ) -> None:
     """Issue 14: the same answer, the same database work, the same one PBKDF2 verification,
     whether the name exists or not."""
     Account(username="pump").save_new()
-    passwords.burn("")  # its dummy hash is made once per process, on first use
-    pbkdf2: list[int] = []
-    real = hashlib.pbkdf2_hmac
-
-    def spy(name: str, password: bytes, salt: bytes, iterations: int) -> bytes:
-        pbkdf2.append(iterations)
-        return real(name, password, salt, iterations)
-
-    monkeypatch.setattr(hashlib, "pbkdf2_hmac", spy)
     seen = []
     for username in ("pump", "ghost"):
-        pbkdf2.clear()
+        pbkdf2_calls.clear()
         with CaptureQueriesContext(connection) as queries:
             response = broker.ask("user", username=username, password="guess", clientid="c")
         statements = [q["sql"].split()[0] for q in queries.captured_queries]
-        seen.append((response.status_code, response.json(), statements, list(pbkdf2)))
+        seen.append((response.status_code, response.json(), statements, list(pbkdf2_calls)))
     assert seen[0] == seen[1]
     assert seen[0][1] == {"ok": False, "error": "not authorised", "limit_username": False}
