@@ -234,6 +234,13 @@ def test_explain_by_get_and_post(api: APIClient, sensors: Group) -> None:
     assert body == {"allowed": False, "reason": "no rule matched", "rule_id": None, "rule": None}
 
 
+def test_explain_as_rabbitmq_asks(api: APIClient, device: Account) -> None:
+    query = {"username": "alice", "topic": "devices.alice.t", "access": "publish"}
+    assert api.get("/api/v1/explain/", {**query, "broker": "rabbitmq"}).json()["allowed"] is True
+    assert api.get("/api/v1/explain/", query).json()["allowed"] is False
+    assert api.get("/api/v1/audit/", {"broker": "mosquitto"}).status_code == 200
+
+
 def test_explain_is_allowed_to_non_staff(viewer_api: APIClient, device: Account) -> None:
     query = {"username": "alice", "topic": "devices/alice/t", "access": "publish"}
     assert viewer_api.get("/api/v1/explain/", query).json()["allowed"] is True

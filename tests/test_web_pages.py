@@ -198,6 +198,20 @@ def test_explain_says_which_rule_decides(operator_client: HttpClient, sensors: A
     assert not operator_client.get("/accounts/explain/", query).context["result"].allowed
 
 
+def test_explain_answers_as_the_chosen_broker_asks(
+    operator_client: HttpClient, device: Account
+) -> None:
+    """RabbitMQ reads '.' as a level separator: devices.alice.x is devices/alice/x there."""
+
+    def allowed(topic: str, **broker: str) -> bool:
+        query = {"username": "alice", "topic": topic, "access": "publish", **broker}
+        return operator_client.get("/accounts/explain/", query).context["result"].allowed
+
+    assert allowed("devices/alice/x") and not allowed("devices.alice.x")
+    assert allowed("devices.alice.x", broker="rabbitmq")
+    assert not allowed("devices.bob.x", broker="rabbitmq")
+
+
 def test_explain_shows_a_malformed_topic_as_a_form_error(
     operator_client: HttpClient, device: Account
 ) -> None:
@@ -228,6 +242,11 @@ def test_audit_filters_by_account_client_result_and_time(operator_client: HttpCl
     since = (timezone.now() - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S")
     assert reasons(result="deny", since=since) == ["no"]
     assert reasons(since="yesterday") == []
+    AuthEvent.objects.create(
+        kind="login", broker="rabbitmq", username="carol", allowed=False, reason="rabbit"
+    )
+    assert reasons(broker="rabbitmq") == ["rabbit"]
+    assert "RabbitMQ" in operator_client.get("/audit/").content.decode()
 
 
 def test_status_answers_200_with_a_database(client: HttpClient, db: None) -> None:

@@ -110,6 +110,7 @@ class AuditFilter(filters.FilterSet):
     username = filters.CharFilter(label="Account")
     client_id = filters.CharFilter(label="Client id")
     kind = filters.ChoiceFilter(choices=AuthEvent.Kind.choices, label="Kind")
+    broker = filters.ChoiceFilter(choices=AuthEvent.Broker.choices, label="Broker")
     result = filters.ChoiceFilter(
         choices=[("allow", "allow"), ("deny", "deny")], method="by_result", label="Result"
     )
@@ -118,7 +119,7 @@ class AuditFilter(filters.FilterSet):
 
     class Meta:
         model = AuthEvent
-        fields = ["username", "client_id", "kind", "result", "since", "until"]
+        fields = ["username", "client_id", "kind", "broker", "result", "since", "until"]
 
     def by_result(
         self, queryset: QuerySet[AuthEvent], name: str, value: str

@@ -8,7 +8,7 @@ from typing import Any
 from django import forms
 
 from brokerauth import acl
-from brokerauth.models import Account, Group, Rule
+from brokerauth.models import Account, AuthEvent, Group, Rule
 
 
 class SuperuserConfirmationMixin(forms.ModelForm):
@@ -63,6 +63,12 @@ class ExplainForm(forms.Form):
     client_id = forms.CharField(max_length=255, required=False, label="Client id")
     topic = forms.CharField(max_length=65535, help_text="A topic, or a filter for subscribe.")
     access = forms.ChoiceField(choices=[(a.label, a.label) for a in acl.REQUEST_ACCESSES])
+    broker = forms.ChoiceField(
+        choices=AuthEvent.Broker.choices,
+        initial=AuthEvent.Broker.MOSQUITTO,
+        required=False,
+        help_text="RabbitMQ reads '.' as a level separator and never asks per delivery.",
+    )
 
 
 class GroupForm(forms.ModelForm):

@@ -205,6 +205,12 @@ class ExplainSerializer(serializers.Serializer):
         ],
         help_text="publish (2, write), subscribe (4) or receive (1, read).",
     )
+    broker = serializers.ChoiceField(
+        choices=AuthEvent.Broker.choices,
+        default=AuthEvent.Broker.MOSQUITTO,
+        help_text="Which broker asks: RabbitMQ reads '.' as a level separator, has no "
+        "$share/, and never asks per delivery.",
+    )
 
     def validate_access(self, value: str) -> acl.Access:
         return acl.parse_access(value)
@@ -382,6 +388,7 @@ class AuthEventSerializer(serializers.ModelSerializer):
             "id",
             "created_at",
             "kind",
+            "broker",
             "username",
             "client_id",
             "address",

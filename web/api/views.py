@@ -130,7 +130,7 @@ def explain(request: Request) -> Response:
     v = serializer.validated_data
     try:
         decision = Account.objects.explain_acl(
-            v["username"], v["client_id"], v["topic"], v["access"]
+            v["username"], v["client_id"], v["topic"], v["access"], topics.DIALECTS[v["broker"]]
         )
     except topics.TopicError as exc:
         return Response({"topic": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)

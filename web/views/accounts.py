@@ -126,8 +126,9 @@ def explain_decision(form: ExplainForm) -> acl.Decision | None:
     data = form.cleaned_data
     access = acl.parse_access(data["access"])
     try:
+        dialect = topics.DIALECTS[data["broker"] or AuthEvent.Broker.MOSQUITTO]
         return Account.objects.explain_acl(
-            data["username"], data["client_id"], data["topic"], access
+            data["username"], data["client_id"], data["topic"], access, dialect
         )
     except topics.TopicError as exc:
         form.add_error("topic", str(exc))
