@@ -41,6 +41,35 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def listens(pid: int, port: int) -> bool:
+    """Whether process `pid` holds a TCP socket listening on `port` (Linux /proc)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # local_address is ADDR:PORT in hex; state 0A is LISTEN.
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    if not inodes:
+        return False
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            return True
+    return False
+
+
 def live_port(live_server: Any) -> int:
     """The port of pytest-django's live server, which the broker's plugin asks."""
     return int(live_server.url.rsplit(":", 1)[1])
@@ -150,11 +179,9 @@ class Broker:
     def _accepting(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
             raise RuntimeError(f"mosquitto exited: {self.log_tail()}")
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                return True
-        except OSError:
-            return False
+        # A port that accepts is not enough: free_port() races with every other test that
+        # picks one, so the listener must be this broker's own socket.
+        return self.process is not None and listens(self.process.pid, self.port)
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
