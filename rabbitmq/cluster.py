@@ -176,6 +176,18 @@ class Cluster:
             self.epmd.terminate()
             self.epmd.wait(timeout=10)
 
+    def kill(self, node: Node) -> None:
+        """SIGKILL one node, as a crashed machine: it says goodbye to nobody."""
+        assert node.process is not None
+        node.process.kill()
+        node.process.wait()
+
+    def relaunch(self, node: Node) -> None:
+        """Start a killed node again on its data; wait until it is back in the cluster."""
+        self._launch(node)
+        self._wait(lambda: _accepts(node.mqtt_port), f"{node.name}'s MQTT listener")
+        self._wait(self._formed, "one cluster of every node")
+
     def start_in_background(self) -> Boot:
         return Boot(self)
 
