@@ -205,6 +205,7 @@ class Options:
     batch_size: int = field(default_factory=lambda: settings.MONITOR_BATCH_SIZE)
     flush_seconds: float = field(default_factory=lambda: settings.MONITOR_FLUSH_SECONDS)
     reconcile_seconds: float = RECONCILE_SECONDS
+    reconnect_max: float = field(default_factory=lambda: settings.MONITOR_RECONNECT_MAX_SECONDS)
 
 
 class ClusterSubscriber:
@@ -221,6 +222,11 @@ class ClusterSubscriber:
 
     def stop(self) -> None:
         self.stopping = True
+
+    def sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < deadline:
+            time.sleep(0.1)
 
     def parameters(self) -> list[pika.URLParameters]:
         credentials = pika.PlainCredentials(self.options.username, self.options.password)
@@ -245,19 +251,24 @@ class ClusterSubscriber:
                 pk=1, defaults={"started_at": timezone.now(), "stopped_at": None}
             )
         )
+        delay = RETRY_SECONDS
         while not self.stopping:
             try:
                 self.session()
+                delay = RETRY_SECONDS
             except (pika.exceptions.AMQPError, OSError) as exc:
                 # Nothing acknowledged is lost: what was not yet written goes back to the queue.
                 dropped = self.ingest.drop_pending_telemetry()
+                self.ready.clear()
                 log.warning(
-                    "RabbitMQ connection lost (%r); %d readings left to redelivery; retrying",
-                    exc,
+                    "no RabbitMQ connection (%s); %d readings left to redelivery; retry in %.0f s",
+                    repr(exc)[:300],
                     dropped,
+                    delay,
                 )
                 self.db(lambda: MonitorState.objects.filter(pk=1).update(connected=False))
-                time.sleep(RETRY_SECONDS)
+                self.sleep(delay)
+                delay = min(delay * 2, self.options.reconnect_max)
         now = timezone.now()
         self.db(
             lambda: MonitorState.objects.filter(pk=1).update(
@@ -343,7 +354,7 @@ class ClusterSubscriber:
         except Exception:
             log.exception("could not write a batch; keeping it and retrying")
             close_old_connections()
-            time.sleep(RETRY_SECONDS)
+            self.sleep(RETRY_SECONDS)
             return
         if self.last_tag:
             channel.basic_ack(delivery_tag=self.last_tag, multiple=True)

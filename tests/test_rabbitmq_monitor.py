@@ -25,7 +25,7 @@ from monitor import amqp
 from monitor.account import ensure_rules
 from monitor.models import Client, Reading, Session
 from rabbitmq.cluster import Cluster
-from tests.brokers import ROOT, wait_for
+from tests.brokers import ROOT, free_port, wait_for
 from tests.conftest import DEVICE_PASSWORD, Connect
 
 MONITOR_PASSWORD = "monitor secret for tests"
@@ -159,6 +159,21 @@ def test_reconcile_closes_what_the_cluster_no_longer_lists_but_spares_the_young(
     assert Client.objects.get(client_id="dev-2").online
     session = Session.objects.get(client__client_id="dev-1")
     assert session.disconnected_at == now and session.reason == Session.Reason.OTHER
+
+
+@pytest.mark.django_db
+def test_the_ui_and_the_api_say_which_node_a_client_is_on(operator_client: Any) -> None:
+    item = amqp.connection_event("connection.created", CREATED)
+    assert isinstance(item, amqp.Opened)
+    amqp.Connections().opened(item)
+    client = Client.objects.get(client_id="dev-1")
+    assert "on mqtt-751169-2@localhost" in operator_client.get("/clients/").content.decode()
+    page = operator_client.get(f"/clients/{client.pk}/").content.decode()
+    assert "<dt>Node</dt><dd>mqtt-751169-2@localhost</dd>" in page
+    api = operator_client.get(f"/api/v1/clients/{client.pk}/").json()
+    assert api["node"] == "mqtt-751169-2@localhost"
+    sessions = operator_client.get(f"/api/v1/sessions/?client={client.pk}").json()
+    assert sessions["results"][0]["node"] == "mqtt-751169-2@localhost"
 
 
 # -- through the cluster -------------------------------------------------------------------
@@ -336,3 +351,28 @@ def test_a_killed_node_does_not_leave_its_clients_online(
         assert session.disconnected_at >= session.connected_at
     finally:
         rabbitmq_cluster.relaunch(victim)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_a_cluster_the_monitor_waits_and_says_why(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    closed = free_port()
+    monitor = amqp.ClusterSubscriber(
+        amqp.Options(
+            urls=[f"amqp://127.0.0.1:{closed}/%2F"],
+            management_urls=[],
+            username=settings.MONITOR_USERNAME,
+            password=MONITOR_PASSWORD,
+            reconnect_max=0.2,
+        )
+    )
+    thread = threading.Thread(target=monitor.run, daemon=True)
+    with caplog.at_level("WARNING", logger="monitor.amqp"):
+        thread.start()
+        wait_for(lambda: "no RabbitMQ connection" in caplog.text, 10, "the warning")
+        wait_for(lambda: caplog.text.count("no RabbitMQ connection") >= 2, 10, "a retry")
+    monitor.stop()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert "Connection refused" in caplog.text or "ConnectionRefused" in caplog.text

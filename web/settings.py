@@ -231,6 +231,9 @@ LOGGING = {
         # brokerauth.decision logs one line per login and per ACL denial (allows at DEBUG).
         "brokerauth": {"level": env("BROKERAUTH_LOG_LEVEL", LOG_LEVEL)},
         "django.db.backends": {"level": "INFO"},
+        # pika logs every failed connection attempt as several ERRORs with a traceback;
+        # monitor.amqp logs one line with the reason and retries.
+        "pika": {"level": "CRITICAL"},
     },
 }
 
