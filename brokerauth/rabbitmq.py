@@ -26,6 +26,11 @@ Topics arrive as AMQP routing keys: MQTT `/` became `.` and `+` became `*` (`#` 
 devices/a/b). The key is read back to the topic RabbitMQ delivers and decided in the
 `topics.RABBITMQ` dialect. No call comes per delivery: a subscription must also be allowed
 to receive every topic it can match.
+
+One AMQP client logs in too: the monitor (MONITOR_USERNAME, no client id), with RabbitMQ's
+`monitoring` tag for the management API's connection list. It may declare and read its own
+queues (MONITOR_QUEUE_PREFIX), bind them to the MQTT exchange under its account's subscribe
+rules, and to the event exchange for connection events; devices can do none of that.
 """
 
 from __future__ import annotations
@@ -41,6 +46,10 @@ from brokerauth.policy import policy
 BROKER = AuthEvent.Broker.RABBITMQ
 # The MQTT plugin publishes to and binds its queues on this exchange (mqtt.exchange).
 EXCHANGE = "amq.topic"
+# connection.created / connection.closed (rabbitmq_event_exchange), read by the monitor.
+EVENT_EXCHANGE = "amq.rabbitmq.event"
+MONITOR_QUEUE_PREFIX = "mqtt-service."
+MONITOR_TAGS = "monitoring"
 PERMISSIONS = ("configure", "write", "read")
 TOPIC_ACCESS = {"write": acl.Access.PUBLISH, "read": acl.Access.SUBSCRIBE}
 
@@ -66,13 +75,29 @@ def vhost_decision(subject: acl.Subject | None, vhost: str) -> acl.Decision:
     return acl.Decision(True, "the MQTT vhost")
 
 
+def is_monitor(username: str, clientid: str) -> bool:
+    """The monitor's AMQP connection: its account, without an MQTT client id."""
+    return not clientid and username == settings.MONITOR_USERNAME
+
+
+def monitor_resource_decision(kind: str, name: str, permission: str) -> acl.Decision:
+    if kind == "queue" and name.startswith(MONITOR_QUEUE_PREFIX):
+        return acl.Decision(True, "the monitor's own queue")
+    if kind == "exchange" and name in (EXCHANGE, EVENT_EXCHANGE) and permission == "read":
+        return acl.Decision(True, f"the monitor binds to {name}")
+    return acl.Decision(False, f"{permission} on {kind} {name!r}: not the monitor's")
+
+
 def resource_decision(
     subject: acl.Subject | None, clientid: str, vhost: str, kind: str, name: str, permission: str
 ) -> acl.Decision:
-    """The queues and the exchange of the client's own MQTT session, nothing else."""
+    """The queues and the exchange of the client's own MQTT session, nothing else (or the
+    monitor's queues and bindings)."""
     decision = vhost_decision(subject, vhost)
     if not decision.allowed:
         return decision
+    if subject is not None and is_monitor(subject.username, clientid):
+        return monitor_resource_decision(kind, name, permission)
     if kind == "queue" and clientid and name in subscription_queues(clientid):
         return acl.Decision(True, "the client's own subscription queue")
     if kind == "exchange" and name == EXCHANGE and permission in ("read", "write"):
@@ -89,21 +114,23 @@ def _fields(request: HttpRequest, *names: str, optional: tuple[str, ...] = ()) -
     return data
 
 
-def _answer(verdict: Login | acl.Decision) -> HttpResponse:
-    return HttpResponse("allow" if verdict.allowed else "deny", content_type="text/plain")
+def _answer(verdict: Login | acl.Decision, tags: str = "") -> HttpResponse:
+    answer = f"allow {tags}".strip() if verdict.allowed else "deny"
+    return HttpResponse(answer, content_type="text/plain")
 
 
 @broker_endpoint
 def user(request: HttpRequest) -> HttpResponse:
     data = _fields(request, "username", "password", optional=("client_id",))
     username, clientid = data["username"], data["client_id"]
-    if clientid:
+    monitor = is_monitor(username, clientid)
+    if clientid or monitor:
         login = Account.objects.authenticate(username, data["password"], clientid)
     else:
         # AMQP clients and the management UI log in without one: not devices.
-        login = Login(False, "no MQTT client id: only MQTT clients log in here")
+        login = Login(False, "no MQTT client id: only MQTT clients and the monitor log in here")
     AuthEvent.objects.record(AuthEvent.Kind.LOGIN, login, username, clientid, broker=BROKER)
-    return _answer(login)
+    return _answer(login, MONITOR_TAGS if monitor else "")
 
 
 @broker_endpoint
@@ -156,7 +183,17 @@ def topic(request: HttpRequest) -> HttpResponse:
         raise wire.WireError("permission must be write or read")
     username, clientid = data["username"], data["variable_map.client_id"]
     mqtt = mqtt_topic(data["routing_key"])
-    if data["name"] != EXCHANGE or data["vhost"] != settings.RABBITMQ_VHOST:
+    if data["vhost"] != settings.RABBITMQ_VHOST:
+        decision = acl.Decision(False, f"vhost {data['vhost']!r} is not the MQTT vhost")
+    elif data["name"] == EVENT_EXCHANGE and access is acl.Access.SUBSCRIBE:
+        monitor = is_monitor(username, clientid)
+        decision = acl.Decision(
+            monitor,
+            "connection events are the monitor's"
+            if monitor
+            else "connection events are the monitor's only",
+        )
+    elif data["name"] != EXCHANGE:
         decision = acl.Decision(False, f"topics of exchange {data['name']!r} are not MQTT's")
     else:
         try:

@@ -119,6 +119,7 @@ class Cluster:
     auth_username: str = "broker"
     auth_backends: tuple[str, ...] = ("http",)
     mqtt_ports: Sequence[int] = ()
+    amqp_ports: Sequence[int] = ()
     management_ports: Sequence[int] = ()
     log_level: str = "info"
     nodes: list[Node] = field(default_factory=list)
@@ -175,6 +176,18 @@ class Cluster:
         if self.epmd is not None and self.epmd.poll() is None:
             self.epmd.terminate()
             self.epmd.wait(timeout=10)
+
+    def kill(self, node: Node) -> None:
+        """SIGKILL one node, as a crashed machine: it says goodbye to nobody."""
+        assert node.process is not None
+        node.process.kill()
+        node.process.wait()
+
+    def relaunch(self, node: Node) -> None:
+        """Start a killed node again on its data; wait until it is back in the cluster."""
+        self._launch(node)
+        self._wait(lambda: _accepts(node.mqtt_port), f"{node.name}'s MQTT listener")
+        self._wait(self._formed, "one cluster of every node")
 
     def start_in_background(self) -> Boot:
         return Boot(self)
@@ -272,7 +285,7 @@ class Cluster:
                     name=f"{prefix}-{index + 1}@localhost",
                     workdir=self.workdir / f"node-{index + 1}",
                     mqtt_port=self.mqtt_ports[index] if self.mqtt_ports else mqtt,
-                    amqp_port=amqp,
+                    amqp_port=self.amqp_ports[index] if self.amqp_ports else amqp,
                     management_port=(
                         self.management_ports[index] if self.management_ports else management
                     ),
@@ -403,6 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--auth-port", type=int, default=8000, help="Django's port")
     parser.add_argument("--mqtt-port", type=int, help="node 1's MQTT port, node 2 the next")
+    parser.add_argument("--amqp-port", type=int, help="node 1's AMQP port, node 2 the next")
     parser.add_argument("--management-port", type=int, help="node 1's, node 2 the next")
     parser.add_argument("--once", action="store_true", help="start, report, stop (a check)")
     args = parser.parse_args(argv)
@@ -420,6 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         secret=secret,
         size=args.nodes,
         mqtt_ports=ports(args.mqtt_port),
+        amqp_ports=ports(args.amqp_port),
         management_ports=ports(args.management_port),
     )
     stopping = threading.Event()

@@ -7,9 +7,11 @@ import os
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 from django.conf import settings
 from django.core.cache import cache
@@ -26,7 +28,7 @@ from monitor.models import Client as MqttClient
 from monitor.models import MonitorState
 from rabbitmq.cluster import Boot, Cluster
 from tests import browsers
-from tests.brokers import Broker, free_port, live_port, make_certs
+from tests.brokers import Broker, MqttSession, free_port, live_port, make_certs
 from tests.seeds import seed_broker_state, seed_client
 
 DEVICE_PASSWORD = "correct horse battery staple"
@@ -222,6 +224,41 @@ def rabbitmq_cluster(django_db_setup: None, live_server: Any) -> Iterator[Cluste
     # The nodes' keep-alive HTTP connections hold live-server threads, each with a database
     # session that would keep the test database from being dropped.
     _rabbitmq["boot"].stop()
+
+
+@dataclass
+class Endpoint:
+    """What MqttSession needs of a broker: one RabbitMQ node's TLS port and the cluster's CA."""
+
+    port: int
+    ca_file: Path
+
+
+Connect = Callable[..., MqttSession]
+
+
+@pytest.fixture
+def connect(rabbitmq_cluster: Cluster) -> Iterator[Connect]:
+    """Open MQTT 3.1.1 sessions to a node of the test cluster; closed after the test."""
+    opened: list[MqttSession] = []
+
+    def connect(
+        username: str | None,
+        client_id: str,
+        node: int = 0,
+        password: str | None = DEVICE_PASSWORD,
+        protocol: int = mqtt.MQTTv311,
+    ) -> MqttSession:
+        target = rabbitmq_cluster.nodes[node]
+        endpoint = Endpoint(target.mqtt_port, rabbitmq_cluster.ca_file)
+        session = MqttSession(endpoint, username, password, client_id, protocol=protocol)
+        opened.append(session)
+        session.connect(timeout=10)
+        return session
+
+    yield connect
+    for session in opened:
+        session.close()
 
 
 @pytest.fixture

@@ -7,11 +7,13 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from django.conf import settings
 from django.test import Client, override_settings
 
 from brokerauth.acl import Access
 from brokerauth.models import Account, AuthEvent, Rule
 from brokerauth.rabbitmq import mqtt_topic
+from monitor.account import ensure_rules
 from tests.conftest import DEVICE_PASSWORD, BrokerClient, basic_auth
 
 pytestmark = pytest.mark.django_db
@@ -90,7 +92,7 @@ def test_a_login_with_the_right_password_is_allowed_without_tags(
     [
         ({"password": "wrong"}, "wrong password"),
         ({"username": "nobody"}, "unknown account"),
-        ({"client_id": ""}, "no MQTT client id: only MQTT clients log in here"),
+        ({"client_id": ""}, "no MQTT client id: only MQTT clients and the monitor log in here"),
     ],
 )
 def test_refused_logins_answer_deny_and_are_audited_as_rabbitmq(
@@ -304,3 +306,60 @@ def test_database_trouble_is_a_503(
     with database_outage():
         assert rabbitmq.ask("user", **login()).status_code == 503
         assert rabbitmq.ask("topic", **topic("devices.alice.t", "write")).status_code == 503
+
+
+# -- the monitor's AMQP connection (monitor/amqp.py) ---------------------------------------
+
+
+@pytest.fixture
+def monitor(db: None) -> Account:
+    account = Account.objects.create_account(settings.MONITOR_USERNAME, "monitor secret")
+    ensure_rules(account)
+    return account
+
+
+def as_monitor(fields: dict[str, str]) -> dict[str, str]:
+    changed = {**fields, "username": settings.MONITOR_USERNAME, "client_id": ""}
+    if "variable_map.client_id" in changed:
+        changed["variable_map.client_id"] = ""
+        changed["variable_map.username"] = settings.MONITOR_USERNAME
+    return changed
+
+
+def test_the_monitor_logs_in_without_a_client_id_with_the_monitoring_tag(
+    rabbitmq: RabbitClient, monitor: Account
+) -> None:
+    fields = login(username=settings.MONITOR_USERNAME, password="monitor secret", client_id="")
+    assert answer(rabbitmq.ask("user", **fields)) == "allow monitoring"
+    fields["password"] = "wrong"
+    assert answer(rabbitmq.ask("user", **fields)) == "deny"
+
+
+@pytest.mark.parametrize("permission", ["configure", "write", "read"])
+def test_the_monitors_queues_are_its_own(
+    rabbitmq: RabbitClient, device: Account, monitor: Account, permission: str
+) -> None:
+    queue = resource("queue", "mqtt-service.telemetry", permission)
+    assert answer(rabbitmq.ask("resource", **as_monitor(queue))) == "allow"
+    assert answer(rabbitmq.ask("resource", **queue)) == "deny"
+    other = as_monitor(resource("queue", "mqtt-subscription-dev-1qos1", permission))
+    assert answer(rabbitmq.ask("resource", **other)) == "deny"
+
+
+def test_only_the_monitor_binds_to_connection_events(
+    rabbitmq: RabbitClient, device: Account, monitor: Account
+) -> None:
+    exchange = resource("exchange", "amq.rabbitmq.event", "read")
+    assert answer(rabbitmq.ask("resource", **as_monitor(exchange))) == "allow"
+    assert answer(rabbitmq.ask("resource", **exchange)) == "deny"
+    events = {**topic("connection.*", "read"), "name": "amq.rabbitmq.event"}
+    assert answer(rabbitmq.ask("topic", **as_monitor(events))) == "allow"
+    assert answer(rabbitmq.ask("topic", **events)) == "deny"
+
+
+def test_the_monitor_binds_telemetry_under_its_rules(
+    rabbitmq: RabbitClient, monitor: Account
+) -> None:
+    binding = as_monitor(topic("devices.*.telemetry", "read"))
+    assert answer(rabbitmq.ask("topic", **binding)) == "allow"
+    assert answer(rabbitmq.ask("topic", **as_monitor(topic("billing.#", "read")))) == "deny"

@@ -2,55 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-
 import paho.mqtt.client as mqtt
 import pytest
 from django.test import override_settings
 
 from brokerauth.acl import Access
 from brokerauth.models import Account, AuthEvent, Rule
-from rabbitmq.cluster import Cluster, Node
-from tests.brokers import NOT_AUTHORIZED, MqttSession, wait_for
-from tests.conftest import DEVICE_PASSWORD
+from tests.brokers import NOT_AUTHORIZED, wait_for
+from tests.conftest import DEVICE_PASSWORD, Connect
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.django_db(transaction=True)]
 
 BAD_CREDENTIALS = 0x86  # CONNACK 4 in MQTT 3.1.1, as paho reports it
-Connect = Callable[..., MqttSession]
-
-
-@dataclass
-class Endpoint:
-    """What MqttSession needs of a broker: one node's TLS port and the cluster's CA."""
-
-    port: int
-    ca_file: Path
-
-
-@pytest.fixture
-def connect(rabbitmq_cluster: Cluster) -> Iterator[Connect]:
-    opened: list[MqttSession] = []
-
-    def connect(
-        username: str | None,
-        client_id: str,
-        node: int = 0,
-        password: str | None = DEVICE_PASSWORD,
-        protocol: int = mqtt.MQTTv311,
-    ) -> MqttSession:
-        target: Node = rabbitmq_cluster.nodes[node]
-        endpoint = Endpoint(target.mqtt_port, rabbitmq_cluster.ca_file)
-        session = MqttSession(endpoint, username, password, client_id, protocol=protocol)
-        opened.append(session)
-        session.connect(timeout=10)
-        return session
-
-    yield connect
-    for session in opened:
-        session.close()
 
 
 @pytest.fixture

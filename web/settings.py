@@ -231,6 +231,9 @@ LOGGING = {
         # brokerauth.decision logs one line per login and per ACL denial (allows at DEBUG).
         "brokerauth": {"level": env("BROKERAUTH_LOG_LEVEL", LOG_LEVEL)},
         "django.db.backends": {"level": "INFO"},
+        # pika logs every failed connection attempt as several ERRORs with a traceback;
+        # monitor.amqp logs one line with the reason and retries.
+        "pika": {"level": "CRITICAL"},
     },
 }
 
@@ -340,6 +343,14 @@ BROKER_STATS_RETENTION_DAYS = env_int("BROKER_STATS_RETENTION_DAYS", 7)
 MONITOR_BATCH_SIZE = env_int("MONITOR_BATCH_SIZE", 5000)
 MONITOR_FLUSH_SECONDS = env_float("MONITOR_FLUSH_SECONDS", 0.5)
 MONITOR_RECONNECT_MAX_SECONDS = env_int("MONITOR_RECONNECT_MAX_SECONDS", 30)
+# Which broker the monitor reads: "mosquitto" (MQTT, above) or "rabbitmq" (AMQP: a quorum
+# queue for telemetry, the event exchange and the management API for presence).
+MONITOR_BROKER = env("MONITOR_BROKER", "mosquitto")
+# RabbitMQ nodes, tried in order: the monitor's AMQP connection and the management API.
+MONITOR_AMQP_URLS = env_list("MONITOR_AMQP_URLS", "amqp://127.0.0.1:5672/%2F")
+MONITOR_RABBITMQ_MANAGEMENT_URLS = env_list(
+    "MONITOR_RABBITMQ_MANAGEMENT_URLS", "http://127.0.0.1:15672"
+)
 # PostgreSQL application_name of the monitor process (DB_APPLICATION_NAME is the web's).
 MONITOR_DB_APPLICATION_NAME = env("MONITOR_DB_APPLICATION_NAME", "mqtt-service-monitor")
 # --- end of Monitor --------------------------------------------------------------------------

@@ -26,6 +26,7 @@ class Device:
     battery: float = field(default_factory=lambda: random.uniform(70, 100))
     sent: int = 0
     online: bool = False
+    left: bool = False  # disconnected by --churn, not by the broker
 
     def reading(self) -> dict[str, float]:
         """A slow random walk: what a room sensor reports."""
@@ -65,6 +66,9 @@ class Command(BaseCommand):
         )
         parser.add_argument("--duration", type=float, default=0.0, help="Seconds (0: forever).")
         parser.add_argument("--qos", type=int, choices=[0, 1], default=1)
+        parser.add_argument(
+            "--mqtt311", action="store_true", help="MQTT 3.1.1 instead of 5 (RabbitMQ 3.10)."
+        )
         parser.add_argument("--host", default=settings.MQTT_HOST)
         parser.add_argument("--port", type=int, default=settings.MQTT_PORT)
         parser.add_argument("--ca-file", default=settings.MQTT_CA_FILE)
@@ -103,7 +107,8 @@ class Command(BaseCommand):
         return password
 
     def device(self, name: str, password: str, options: dict[str, Any]) -> Device:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=mqtt.MQTTv5)
+        protocol = mqtt.MQTTv311 if options["mqtt311"] else mqtt.MQTTv5
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=protocol)
         client.username_pw_set(name, password)
         client.tls_set(ca_certs=options["ca_file"], cert_reqs=ssl.CERT_REQUIRED)
         client.reconnect_delay_set(1, 30)
@@ -164,7 +169,9 @@ class Command(BaseCommand):
             device.client.disconnect()
             device.client.loop_stop()
             device.online = False
-        else:
+            device.left = True
+        elif device.left:
+            # Asynchronously, as at start: the broker may be away, and paho retries.
             self.stdout.write(f"{device.name} comes back")
-            device.client.reconnect()
-            device.client.loop_start()
+            device.left = False
+            self.connect(device, options)
