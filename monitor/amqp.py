@@ -51,6 +51,7 @@ RECONCILE_GRACE = timedelta(seconds=10)
 HEARTBEAT_SECONDS = 5.0
 RETRY_SECONDS = 2.0
 CLIENT_ID = re.compile(r'<<"client_id">>\s*=>\s*<<"((?:[^"\\]|\\.)*)"(?:/utf8)?>>')
+PROTOCOL_VERSION = re.compile(r'"([0-9.]+)"')  # {'MQTT',"3.1.1"}
 PROTOCOLS = {"3.1": Client.Protocol.MQTT31, "3.1.1": Client.Protocol.MQTT311}
 
 
@@ -107,12 +108,12 @@ def connection_event(routing_key: str, headers: Mapping[str, Any]) -> Opened | C
     found = CLIENT_ID.search(str(headers.get("variable_map", "")))
     if not found or not name:
         return None  # a client id Erlang printed as bytes: the next reconcile names it
-    version = str(headers.get("protocol", "")).rsplit('"', 2)[-2:-1]
+    version = PROTOCOL_VERSION.search(str(headers.get("protocol", "")))
     event = brokerlog.Connected(
         client_id=found.group(1)[:255],
         address=erlang_address(str(headers.get("peer_host", ""))),
         port=_int(headers.get("peer_port")),
-        protocol=PROTOCOLS.get(version[0] if version else "", ""),
+        protocol=PROTOCOLS.get(version.group(1) if version else "", ""),
         clean_start=None,
         keepalive=None,
         username=str(headers.get("user", ""))[:255],
@@ -151,13 +152,17 @@ def listed_connections(rows: Iterable[Mapping[str, Any]]) -> list[Opened]:
 
 
 class Connections:
-    """The cluster's MQTT connections as the monitor knows them: name -> client id."""
+    """The cluster's MQTT connections as the monitor knows them, from the events and the
+    management API's list, which lags the events by up to RECONCILE_GRACE: a connection
+    learned from an event just now may not be listed yet, and one closed just now may still
+    be. So the list never overrules an event younger than the grace."""
 
     def __init__(self) -> None:
-        self.names: dict[str, str] = {}
+        self.names: dict[str, tuple[str, datetime]] = {}  # name -> (client id, learned at)
+        self.closed_names: dict[str, datetime] = {}
 
     def opened(self, item: Opened) -> None:
-        self.names[item.name] = item.event.client_id
+        self.names[item.name] = (item.event.client_id, item.at)
         presence.apply(item.event, item.at)
         Client.objects.filter(client_id=item.event.client_id).update(node=item.node)
         Session.objects.filter(client__client_id=item.event.client_id, disconnected_at=None).update(
@@ -165,28 +170,43 @@ class Connections:
         )
 
     def closed(self, item: Closed) -> None:
-        client_id = self.names.pop(item.name, None)
-        if client_id is None:
+        self.closed_names[item.name] = item.at
+        known = self.names.pop(item.name, None)
+        if known is None:
             return  # opened while the monitor was away: the next reconcile closes it
         port = _int(item.name.split(" -> ")[0].rsplit(":", 1)[-1])
         presence.apply(
-            brokerlog.Disconnected(client_id, "closed", "connection closed", port=port), item.at
+            brokerlog.Disconnected(known[0], "closed", "connection closed", port=port), item.at
         )
 
     def reconcile(self, listed: list[Opened], now: datetime) -> tuple[int, int]:
-        """Open what the cluster lists and we do not; close what we hold online and the
+        """Open what the cluster lists and we hold offline; close what we hold online and the
         cluster does not list (a killed node's clients). Returns (opened, closed)."""
-        by_client = {item.event.client_id: item for item in listed}
-        self.names = {item.name: item.event.client_id for item in listed}
+        young = now - RECONCILE_GRACE
+        self.closed_names = {n: at for n, at in self.closed_names.items() if at > young}
+        live = [item for item in listed if item.name not in self.closed_names]
+        listed_names = {item.name for item in live}
+        self.names = {n: v for n, v in self.names.items() if n in listed_names or v[1] > young}
+        clients = Client.objects.exclude(client_id=settings.MONITOR_CLIENT_ID)
+        state = {
+            c: (online, since, gone)
+            for c, online, since, gone in clients.values_list(
+                "client_id", "online", "connected_since", "last_disconnected_at"
+            )
+        }
         opened = closed = 0
-        online = dict(Client.objects.online().values_list("client_id", "connected_since"))
-        online.pop(settings.MONITOR_CLIENT_ID, None)
-        for client_id, item in by_client.items():
-            if client_id not in online:
+        for item in live:
+            online, _since, gone = state.get(item.event.client_id, (False, None, None))
+            self.names.setdefault(item.name, (item.event.client_id, item.at))
+            # A disconnect seen after this connection began is newer than the list.
+            if not online and (gone is None or gone < item.at):
                 self.opened(item)
                 opened += 1
-        for client_id, since in online.items():
-            if client_id not in by_client and since is not None and since < now - RECONCILE_GRACE:
+        listed_clients = {item.event.client_id for item in live}
+        learned = {client_id for client_id, _at in self.names.values()}
+        for client_id, (online, since, _gone) in state.items():
+            stale = since is not None and since < young
+            if online and stale and client_id not in listed_clients | learned:
                 presence.close(client_id, now, Session.Reason.OTHER, "not listed by the cluster")
                 closed += 1
         return opened, closed

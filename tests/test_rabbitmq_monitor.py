@@ -162,6 +162,22 @@ def test_reconcile_closes_what_the_cluster_no_longer_lists_but_spares_the_young(
 
 
 @pytest.mark.django_db
+def test_a_lagging_list_overrules_no_event_younger_than_the_grace() -> None:
+    connections = amqp.Connections()
+    opened = amqp.connection_event("connection.created", CREATED)
+    closed = amqp.connection_event("connection.closed", CLOSED)
+    assert isinstance(opened, amqp.Opened) and isinstance(closed, amqp.Closed)
+    connections.opened(opened)
+    # Not listed yet (the list lags): neither closed nor forgotten.
+    assert connections.reconcile([], opened.at + timedelta(seconds=2)) == (0, 0)
+    connections.closed(closed)
+    assert not Client.objects.get(client_id="dev-1").online
+    # Still listed after its closed event: not opened again.
+    assert connections.reconcile([opened], closed.at + timedelta(seconds=2)) == (0, 0)
+    assert not Client.objects.get(client_id="dev-1").online
+
+
+@pytest.mark.django_db
 def test_the_ui_and_the_api_say_which_node_a_client_is_on(operator_client: Any) -> None:
     item = amqp.connection_event("connection.created", CREATED)
     assert isinstance(item, amqp.Opened)
@@ -376,3 +392,34 @@ def test_without_a_cluster_the_monitor_waits_and_says_why(
     thread.join(5)
     assert not thread.is_alive()
     assert "Connection refused" in caplog.text or "ConnectionRefused" in caplog.text
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.django_db(transaction=True)
+def test_two_monitors_share_the_telemetry_queue(
+    rabbitmq_cluster: Cluster, connect: Connect, device: Account, monitor_account: Account
+) -> None:
+    # Presence stays with one monitor; the second reads telemetry only.
+    monitors = [
+        amqp.ClusterSubscriber(options(rabbitmq_cluster, batch_size=20)),
+        amqp.ClusterSubscriber(options(rabbitmq_cluster, batch_size=20, presence=False)),
+    ]
+    threads = [threading.Thread(target=m.run, daemon=True) for m in monitors]
+    for thread in threads:
+        thread.start()
+    try:
+        for monitor in monitors:
+            wait_for(monitor.ready.is_set, 30, "both monitors consuming")
+        sender = connect("alice", "alice", node=0)
+        total = 400
+        for seq in range(total):
+            sender.client.publish("devices/alice/telemetry", f'{{"seq": {seq}}}', qos=1)
+        wait_for(lambda: len(readings("alice")) >= total, 30, f"{total} readings")
+        assert sorted(readings("alice")) == list(range(total))
+        assert all(monitor.consumed > 0 for monitor in monitors), [m.consumed for m in monitors]
+        sender.close()
+    finally:
+        for monitor in monitors:
+            monitor.stop()
+        for thread in threads:
+            thread.join(15)
