@@ -58,6 +58,38 @@ class MonitorState(models.Model):
         return self.heartbeat_at is not None and now - self.heartbeat_at < timedelta(seconds=within)
 
 
+class DeliveryCursorQuerySet(models.QuerySet["DeliveryCursor"]):
+    def position(self, consumer: str) -> int | None:
+        return self.filter(consumer=consumer).values_list("last_mid", flat=True).first()
+
+    def advance(self, consumer: str, last_mid: int) -> None:
+        """One upsert, in the transaction of the batch it follows."""
+        self.bulk_create(
+            [DeliveryCursor(consumer=consumer, last_mid=last_mid, updated_at=timezone.now())],
+            update_conflicts=True,
+            unique_fields=["consumer"],
+            update_fields=["last_mid", "updated_at"],
+        )
+
+    def forget(self, consumer: str) -> None:
+        self.filter(consumer=consumer).delete()
+
+
+class DeliveryCursor(models.Model):
+    """Where a monitor's MQTT session stands: the packet id of the last QoS 1 message whose
+    batch is committed. A redelivery (DUP) at or behind it was stored already (exactly once,
+    see `monitor.ingest.Ingest.stored_before`). One row per monitor client id."""
+
+    consumer = models.CharField(max_length=255, unique=True, help_text="MQTT client id.")
+    last_mid = models.PositiveIntegerField(help_text="MQTT packet id, 1..65535.")
+    updated_at = models.DateTimeField()
+
+    objects = DeliveryCursorQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return f"{self.consumer} at packet {self.last_mid}"
+
+
 class BrokerStatQuerySet(models.QuerySet["BrokerStat"]):
     def latest_values(self) -> dict[str, str]:
         """{"$SYS/broker/version": "mosquitto version 2.0.11", ...}."""
