@@ -1,11 +1,12 @@
 """From MQTT messages to rows: the plain functions behind the monitor's paho callbacks.
 
-`Ingest.handle_message(topic, payload, received_at)` sorts one message: `$SYS/broker/log/...`
-lines become presence events (written at once, in order), other `$SYS` values and telemetry
-readings are collected, and `flush()` writes what was collected in one short transaction:
-readings with one executemany (SQLite) or COPY (PostgreSQL); the per-minute and per-hour
-rollups charts read, latest values and client counters with one statement each over the
-whole batch (executemany, or an unnest upsert for the rollups on PostgreSQL).
+`Ingest.handle_message(topic, payload, received_at, mid, dup)` sorts one message:
+`$SYS/broker/log/...` lines become presence events (written at once, in order), other `$SYS`
+values and telemetry messages are collected in arrival order, and `flush()` commits what was
+collected in one short transaction through the models' bulk writers (`Reading.objects.
+insert_rows`, `ReadingRollup.objects.add`, `LatestValue.objects.add`, `BrokerStat.objects.
+keep`), with the delivery cursor that makes storage exactly once (`stored_before`). A batch
+the database refuses for its data is bisected to quarantine the messages at fault.
 The caller acknowledges QoS 1 messages only after `flush()` returned, so a crash before the
 commit leaves them with the broker, which delivers them again.
 """
@@ -15,15 +16,13 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import (
     DatabaseError,
+    DataError,
     IntegrityError,
-    InterfaceError,
-    OperationalError,
     connection,
     transaction,
 )
@@ -51,11 +50,7 @@ BAD_LOG_LINES_PER_FLUSH = 10
 MAX_LOG_LINE = 4096
 MAX_STAT_VALUE = 1024
 MID_SPACE = 65535  # MQTT packet ids 1..65535
-# The database is away (or locked): keep the batch and retry. Anything else a batch raises
-# is about its data, and is looked for message by message instead of retried for ever.
-UNAVAILABLE = (OperationalError, InterfaceError)
 Readings = list[tuple[str, str, float, datetime]]
-MINUTE, HOUR = ReadingRollup.Resolution.MINUTE.value, ReadingRollup.Resolution.HOUR.value
 
 
 def stat_number(value: str) -> float | None:
@@ -253,9 +248,9 @@ class Ingest:
             except IntegrityError:
                 # A client row deleted under us (the admin): write() forgot the cached ids.
                 return self.write(batch.messages, batch)
-        except UNAVAILABLE:
-            raise
         except Exception as exc:
+            if not about_data(exc):
+                raise
             log.warning(
                 "a batch of %d messages cannot be stored (%s: %s); looking for the bad ones",
                 len(batch.messages),
@@ -277,9 +272,9 @@ class Ingest:
             size = sizes.pop()
             try:
                 stored += self.write(messages[:size], None)
-            except UNAVAILABLE:
-                raise
             except Exception as exc:
+                if not about_data(exc):
+                    raise
                 if size > 1:
                     sizes += halves(size)
                     continue
@@ -298,9 +293,9 @@ class Ingest:
         )
         try:
             self.write([bad], None)
-        except UNAVAILABLE:
-            raise
-        except Exception:
+        except Exception as exc:
+            if not about_data(exc):
+                raise
             log.exception("could not count a bad payload on %r; dropped", message.topic)
 
     def write_stats_alone(self, batch: Batch) -> None:
@@ -308,9 +303,9 @@ class Ingest:
         try:
             with transaction.atomic():
                 self.write_stats(batch)
-        except UNAVAILABLE:
-            raise
-        except Exception:
+        except Exception as exc:
+            if not about_data(exc):
+                raise
             log.exception("could not store $SYS values; dropped")
         batch.stats, batch.samples = {}, []
 
@@ -341,9 +336,11 @@ class Ingest:
         with transaction.atomic():
             pks = self.resolve({m.client_id for m in messages})
             if readings:
-                self.write_readings(readings, pks)
-                self.write_rollups(readings, pks)
-                self.write_latest(readings, pks)
+                rows = [(pks[client_id], k, v, at) for client_id, k, v, at in readings]
+                Reading.objects.insert_rows(rows)
+                # In the readings' transaction, from the same rows: the three never disagree.
+                ReadingRollup.objects.add(rows)
+                LatestValue.objects.add(rows)
                 self.write_counters(messages, pks)
             if bad:
                 self.write_bad(bad, pks)
@@ -367,106 +364,6 @@ class Ingest:
                 rows = Client.objects.filter(client_id__in=chunk).values_list("client_id", "pk")
                 self.client_pks.update(rows)
         return self.client_pks
-
-    def write_readings(self, readings: Readings, pks: dict[str, int]) -> None:
-        # executemany of a prepared INSERT: bulk_create's per-field preparation costs more
-        # than the database does at 10,000 readings a second.
-        adapt = connection.ops.adapt_datetimefield_value
-        adapted: dict[datetime, Any] = {}
-        rows = []
-        for client_id, metric, value, at in readings:
-            when = adapted.get(at)
-            if when is None:
-                when = adapted[at] = adapt(at)
-            rows.append((pks[client_id], metric, value, when))
-        table = connection.ops.quote_name(Reading._meta.db_table)
-        columns = "(client_id, metric, value, at)"
-        with connection.cursor() as cursor:
-            if connection.vendor == "postgresql":
-                # COPY: several times the rate of INSERT for batches of thousands of rows.
-                with cursor.cursor.copy(f"COPY {table} {columns} FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
-            else:
-                sql = f"INSERT INTO {table} {columns} VALUES (%s, %s, %s, %s)"
-                cursor.executemany(sql, rows)
-
-    def write_rollups(self, readings: Readings, pks: dict[str, int]) -> None:
-        """Add the batch to its minute and hour rollups: one upsert per (client, metric,
-        resolution, start), in the readings' transaction so the two never disagree."""
-        adapt = connection.ops.adapt_datetimefield_value
-        starts: dict[datetime, tuple[Any, Any]] = {}
-        minutes: dict[tuple[int, str, int, Any], list[float]] = {}
-        hour_of: dict[Any, Any] = {}
-        for client_id, metric, value, at in readings:
-            both = starts.get(at)
-            if both is None:
-                utc = at.astimezone(UTC)
-                minute = adapt(utc.replace(second=0, microsecond=0))
-                both = starts[at] = (minute, adapt(utc.replace(minute=0, second=0, microsecond=0)))
-                hour_of[minute] = both[1]
-            key = (pks[client_id], metric, MINUTE, both[0])
-            row = minutes.get(key)
-            if row is None:
-                minutes[key] = [1, value, value, value]
-            else:
-                add(row, 1, value, value, value)
-        # Hours from the batch's minutes: fewer rows than readings when devices are chatty.
-        hours: dict[tuple[int, str, int, Any], list[float]] = {}
-        for (pk, metric, _m, start), (count, total, low, high) in minutes.items():
-            key = (pk, metric, HOUR, hour_of[start])
-            row = hours.get(key)
-            if row is None:
-                hours[key] = [count, total, low, high]
-            else:
-                add(row, count, total, low, high)
-        sums = minutes | hours
-        table = connection.ops.quote_name(ReadingRollup._meta.db_table)
-        columns = "(client_id, metric, resolution, start, count, total, low, high)"
-        # Sorted: concurrent monitors (a share group) then lock rows in the same order.
-        params = [(*key, *row) for key, row in sorted(sums.items(), key=rollup_order)]
-        merge_sql = (
-            "ON CONFLICT (client_id, resolution, start, metric) DO UPDATE SET "
-            f"count = {table}.count + excluded.count, total = {table}.total + excluded.total, "
-            f"low = CASE WHEN excluded.low < {table}.low THEN excluded.low ELSE {table}.low END, "
-            f"high = CASE WHEN excluded.high > {table}.high THEN excluded.high "
-            f"ELSE {table}.high END"
-        )
-        with connection.cursor() as cursor:
-            if connection.vendor == "postgresql":
-                # One statement over arrays: a round trip per row costs more than the upsert.
-                types = "bigint text int timestamptz bigint float8 float8 float8".split()
-                unnest = ", ".join(f"%s::{t}[]" for t in types)
-                cursor.execute(
-                    f"INSERT INTO {table} {columns} SELECT * FROM unnest({unnest}) {merge_sql}",
-                    [list(column) for column in zip(*params, strict=True)],
-                )
-            else:
-                values = "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-                cursor.executemany(f"INSERT INTO {table} {columns} {values} {merge_sql}", params)
-
-    def write_latest(self, readings: Readings, pks: dict[str, int]) -> None:
-        latest: dict[tuple[int, str], list[Any]] = {}
-        for client_id, metric, value, at in readings:
-            row = latest.setdefault((pks[client_id], metric), [0, 0.0, at])
-            row[0], row[1], row[2] = row[0] + 1, value, at
-        adapt = connection.ops.adapt_datetimefield_value
-        table = connection.ops.quote_name(LatestValue._meta.db_table)
-        # Same statement on SQLite and PostgreSQL; adds to the count, keeps the newest value.
-        sql = (
-            f"INSERT INTO {table} (client_id, metric, value, at, count) "
-            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (client_id, metric) DO UPDATE SET "
-            f"count = {table}.count + excluded.count, "
-            f"value = CASE WHEN excluded.at >= {table}.at THEN excluded.value "
-            f"ELSE {table}.value END, "
-            f"at = CASE WHEN excluded.at >= {table}.at THEN excluded.at ELSE {table}.at END"
-        )
-        params = [
-            (pk, metric, value, adapt(at), count)
-            for (pk, metric), (count, value, at) in sorted(latest.items())
-        ]
-        with connection.cursor() as cursor:
-            cursor.executemany(sql, params)
 
     def write_counters(self, messages: list[Message], pks: dict[str, int]) -> None:
         adapt = connection.ops.adapt_datetimefield_value
@@ -505,35 +402,11 @@ class Ingest:
     def write_stats(self, batch: Batch) -> None:
         if not batch.stats:
             return
-        BrokerStat.objects.bulk_create(
-            [
-                BrokerStat(topic=t[:255], value=v, number=stat_number(v), updated_at=at)
-                for t, (v, at) in batch.stats.items()
-            ],
-            update_conflicts=True,
-            unique_fields=["topic"],
-            update_fields=["value", "number", "updated_at"],
-        )
-        BrokerStatSample.objects.bulk_create(
-            [BrokerStatSample(topic=t[:255], value=v, at=at) for t, v, at in batch.samples]
-        )
+        BrokerStat.objects.keep([(t, v, stat_number(v), at) for t, (v, at) in batch.stats.items()])
+        BrokerStatSample.objects.add(batch.samples)
         MonitorState.objects.filter(pk=1).update(
             last_sys_at=max(at for _v, at in batch.stats.values())
         )
-
-
-def add(row: list[float], count: float, total: float, low: float, high: float) -> None:
-    row[0] += count
-    row[1] += total
-    if low < row[2]:
-        row[2] = low
-    if high > row[3]:
-        row[3] = high
-
-
-def rollup_order(item: tuple[tuple[int, str, int, Any], list[float]]) -> tuple[Any, ...]:
-    pk, metric, resolution, start = item[0]
-    return pk, resolution, str(start), metric
 
 
 def merge(old: Batch, new: Batch) -> Batch:
@@ -544,6 +417,16 @@ def merge(old: Batch, new: Batch) -> Batch:
     old.bad_count = sum(1 for m in old.messages if m.error)
     old.size = sum(len(m.values) or 1 for m in old.messages) + len(old.samples)
     return old
+
+
+def about_data(exc: BaseException) -> bool:
+    """Whether a failed write is about the data written (looked for message by message)
+    rather than the database being away or a bug (the batch is kept and retried: nothing is
+    quarantined for an error a retry or a fix can cure). The drivers' own classes too: a
+    COPY on psycopg's cursor raises them unwrapped."""
+    driver = connection.Database  # type: ignore[attr-defined]  # the DB-API module
+    data_errors = (DataError, IntegrityError, driver.DataError, driver.IntegrityError)
+    return isinstance(exc, (*data_errors, UnicodeError))
 
 
 def halves(size: int) -> list[int]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
-from django.db import IntegrityError, OperationalError, connection
+from django.db import DataError, IntegrityError, OperationalError, connection
 
 from brokerauth.models import Account, Rule
 from monitor import presence, telemetry
@@ -23,6 +23,7 @@ from monitor.models import (
     LatestValue,
     MonitorState,
     Reading,
+    ReadingQuerySet,
     Session,
 )
 
@@ -351,6 +352,23 @@ def test_a_message_the_database_refuses_is_found_by_bisection_and_quarantined(
     assert ingest.flush() == 1
 
 
+def test_a_bug_in_the_writers_keeps_the_batch_instead_of_quarantining_it(
+    ingest: Ingest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ingest.handle_message("devices/good/telemetry/seq", b"1", T0, mid=1)
+
+    def bug(*_args: object) -> None:
+        raise AttributeError("a deploy half done")
+
+    monkeypatch.setattr(ReadingQuerySet, "insert_rows", bug)
+    with pytest.raises(AttributeError):
+        ingest.flush()
+    assert ingest.pending() == 1 and ingest.quarantined == 0
+    monkeypatch.undo()
+    assert ingest.flush() == 1
+    assert not Client.objects.filter(bad_message_count__gt=0).exists()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_the_database_going_away_during_a_bisection_keeps_only_the_rest(
     monkeypatch: pytest.MonkeyPatch,
@@ -365,7 +383,7 @@ def test_the_database_going_away_during_a_bisection_keeps_only_the_rest(
         nonlocal calls
         calls += 1
         if calls in (1, 2):
-            raise ValueError("some bad data")
+            raise DataError("some bad data")
         if calls == 4:
             raise OperationalError("the database went away")
         return write(self, messages, stats)

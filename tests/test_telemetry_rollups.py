@@ -18,7 +18,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from monitor.ingest import Ingest
-from monitor.models import Client, Reading, ReadingRollup
+from monitor.models import Client, LatestValueQuerySet, Reading, ReadingRollup
 from web import series
 
 pytestmark = pytest.mark.django_db
@@ -97,7 +97,7 @@ def test_a_failed_flush_writes_no_rollup(ingest: Ingest, monkeypatch: pytest.Mon
     def fail(*_args: Any) -> None:
         raise OperationalError("database went away")
 
-    monkeypatch.setattr(Ingest, "write_latest", fail)
+    monkeypatch.setattr(LatestValueQuerySet, "add", fail)
     with pytest.raises(OperationalError):
         ingest.flush()
     assert not ReadingRollup.objects.exists() and not Reading.objects.exists()
