@@ -190,3 +190,35 @@ def test_a_monitor_killed_during_a_qos1_stream_stores_every_reading_once(
         .order_by()
     )
     assert per_resolution == {60: n, 3600: n}
+
+
+# -- a broker killed with SIGKILL ------------------------------------------------------------
+def saves(broker: Broker) -> int:
+    return broker.log_tail(100_000).count("Saving in-memory database")
+
+
+def test_what_the_broker_wrote_to_disk_survives_its_sigkill(
+    mosquitto: Broker, device: Account, start_monitor: Callable[..., RunningMonitor]
+) -> None:
+    """The shipped autosave interval (MQTT_AUTOSAVE_INTERVAL, 5 s) bounds what a broker crash
+    loses: what was queued for the monitor before the broker's next write is kept."""
+    start_monitor().stop()  # the broker now queues telemetry for the monitor's session
+    session = mosquitto.session("alice", DEVICE_PASSWORD, "alice")
+    assert not session.connect().is_failure
+    n = 300
+    for seq in range(n):
+        session.client.publish("devices/alice/telemetry/seq", str(seq), qos=1)
+    wait_for(lambda: len(session._acks) >= n, 20, "the broker's PUBACKs")
+    session.close()
+    before = saves(mosquitto)
+    # The broker logs a save as it starts one; its next line means the first is complete.
+    wait_for(lambda: saves(mosquitto) > before + 1, 20, "the broker's next autosave")
+
+    assert mosquitto.process is not None
+    mosquitto.process.send_signal(signal.SIGKILL)  # no chance to save on the way out
+    mosquitto.process.wait(10)
+    mosquitto.start()
+
+    start_monitor()
+    wait_for(lambda: len(seqs_of("alice")) >= n, 20, f"{n} readings after the crash")
+    assert sorted(seqs_of("alice")) == [float(s) for s in range(n)]
