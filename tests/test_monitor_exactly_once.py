@@ -220,5 +220,9 @@ def test_what_the_broker_wrote_to_disk_survives_its_sigkill(
     mosquitto.start()
 
     start_monitor()
-    wait_for(lambda: len(seqs_of("alice")) >= n, 20, f"{n} readings after the crash")
+    try:
+        wait_for(lambda: len(seqs_of("alice")) >= n, 30, f"{n} readings after the crash")
+    except TimeoutError:
+        # Failed once in a full suite on a loaded machine, never alone: say what the broker did.
+        pytest.fail(f"{len(seqs_of('alice'))} of {n} readings; broker:\n{mosquitto.log_tail(40)}")
     assert sorted(seqs_of("alice")) == [float(s) for s in range(n)]
