@@ -12,8 +12,9 @@ subscriber on the same filter at QoS 1 (the ceiling: receive and count, nothing 
 JSON object of --metrics numbers, as fast as the broker takes them. Both rates are readings
 per second from the first publish to the moment that side has everything (the subscriber's
 last message; the database holding every reading, counted with COUNT(*)). Zero loss: the
-database must end with exactly messages x metrics readings, every sequence number present,
-and the per-minute and per-hour rollups must count exactly as many.
+database must end with exactly messages x metrics readings, every sequence number present
+once (exactly-once storage, the delivery cursor, is always on: there is no switch to measure
+it off), and the per-minute and per-hour rollups must count exactly as many.
 
 The template's queue limits (MQTT_MAX_QUEUED_MESSAGES, 1,000,000, and MQTT_MAX_QUEUED_BYTES,
 256 MiB) hold the default stream, but a larger --messages could make the broker drop for
@@ -217,7 +218,8 @@ def main() -> None:
         ceiling = out.get(timeout=600)
         for proc in procs:
             proc.wait(60)
-        seqs = set(Reading.objects.filter(metric="seq").values_list("client_id", "value"))
+        seq_rows = list(Reading.objects.filter(metric="seq").values_list("client_id", "value"))
+        seqs = set(seq_rows)
         rollups = dict(
             ReadingRollup.objects.values_list("resolution").annotate(Sum("count")).order_by()
         )
@@ -242,7 +244,10 @@ def main() -> None:
     )
     print(f"  bare subscriber: {ceiling['n']} messages, {ceiling_rate:,.0f} readings/s")
     print(f"  monitor stored:  {stored} readings, {stored_rate:,.0f} readings/s")
-    print(f"  lost: {lost}, distinct sequence numbers {len(seqs)} of {total_messages}")
+    print(
+        f"  lost: {lost}, duplicated: {len(seq_rows) - len(seqs)}, "
+        f"distinct sequence numbers {len(seqs)} of {total_messages}"
+    )
     print(f"  rollups count (per minute, per hour): {rollups.get(60)}, {rollups.get(3600)}")
     print(f"  ratio stored / ceiling: {stored_rate / ceiling_rate:.2f}")
 

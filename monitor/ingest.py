@@ -1,11 +1,12 @@
 """From MQTT messages to rows: the plain functions behind the monitor's paho callbacks.
 
-`Ingest.handle_message(topic, payload, received_at)` sorts one message: `$SYS/broker/log/...`
-lines become presence events (written at once, in order), other `$SYS` values and telemetry
-readings are collected, and `flush()` writes what was collected in one short transaction:
-readings with one executemany (SQLite) or COPY (PostgreSQL); the per-minute and per-hour
-rollups charts read, latest values and client counters with one statement each over the
-whole batch (executemany, or an unnest upsert for the rollups on PostgreSQL).
+`Ingest.handle_message(topic, payload, received_at, mid, dup)` sorts one message:
+`$SYS/broker/log/...` lines become presence events (written at once, in order), other `$SYS`
+values and telemetry messages are collected in arrival order, and `flush()` commits what was
+collected in one short transaction through the models' bulk writers (`Reading.objects.
+insert_rows`, `ReadingRollup.objects.add`, `LatestValue.objects.add`, `BrokerStat.objects.
+keep`), with the delivery cursor that makes storage exactly once (`stored_before`). A batch
+the database refuses for its data is bisected to quarantine the messages at fault.
 The caller acknowledges QoS 1 messages only after `flush()` returned, so a crash before the
 commit leaves them with the broker, which delivers them again.
 """
@@ -15,11 +16,16 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import (
+    DatabaseError,
+    DataError,
+    IntegrityError,
+    connection,
+    transaction,
+)
 from django.db.models import F
 
 from monitor import brokerlog, presence, telemetry
@@ -27,6 +33,7 @@ from monitor.models import (
     BrokerStat,
     BrokerStatSample,
     Client,
+    DeliveryCursor,
     LatestValue,
     MonitorState,
     Reading,
@@ -40,7 +47,10 @@ LOG_PREFIX = "$SYS/broker/log/"
 CONNECTED_TOPIC = "$SYS/broker/clients/connected"
 UPTIME_TOPIC = "$SYS/broker/uptime"
 BAD_LOG_LINES_PER_FLUSH = 10
-MINUTE, HOUR = ReadingRollup.Resolution.MINUTE.value, ReadingRollup.Resolution.HOUR.value
+MAX_LOG_LINE = 4096
+MAX_STAT_VALUE = 1024
+MID_SPACE = 65535  # MQTT packet ids 1..65535
+Readings = list[tuple[str, str, float, datetime]]
 
 
 def stat_number(value: str) -> float | None:
@@ -54,24 +64,29 @@ def stat_number(value: str) -> float | None:
 
 
 @dataclass
-class Bad:
-    count: int = 0
-    at: datetime | None = None
+class Message:
+    """One telemetry message in a batch: its readings, or why it is a bad payload."""
+
+    client_id: str
+    at: datetime
+    values: list[tuple[str, float]]
     error: str = ""
+    topic: str = ""  # kept for bad payloads only, for the log line
+    mid: int = 0  # the QoS 1 packet id; 0 for QoS 0
 
 
 @dataclass
 class Batch:
-    readings: list[tuple[str, str, float, datetime]] = field(default_factory=list)
-    messages: Counter[str] = field(default_factory=Counter)
-    last_message: dict[str, datetime] = field(default_factory=dict)
-    bad: dict[str, Bad] = field(default_factory=dict)
+    """What arrived since the last flush, in arrival order (which is packet id order)."""
+
+    messages: list[Message] = field(default_factory=list)
     stats: dict[str, tuple[str, datetime]] = field(default_factory=dict)
     samples: list[tuple[str, float, datetime]] = field(default_factory=list)
-    bad_count: int = 0  # the sum of bad's counts, kept: pending() is asked per message
+    size: int = 0  # readings + bad payloads + samples, kept: pending() is asked per message
+    bad_count: int = 0
 
     def __len__(self) -> int:
-        return len(self.readings) + self.bad_count + len(self.samples)
+        return self.size
 
 
 class Ingest:
@@ -83,16 +98,28 @@ class Ingest:
         self.uptime: float | None = None
         self.broker_connected: int | None = None
         self.stored = 0
+        self.duplicates = 0
+        self.quarantined = 0
         self.state_ready = False
+        # The packet id of the last QoS 1 message committed; None when unknown (not loaded).
+        self.cursor: int | None = None
+        self.cursor_known = False
 
     # -- sorting messages ------------------------------------------------------------------
-    def handle_message(self, topic: str, payload: bytes, received_at: datetime) -> None:
+    def handle_message(
+        self, topic: str, payload: bytes, received_at: datetime, mid: int = 0, dup: bool = False
+    ) -> None:
+        """`mid` and `dup`: the packet id and DUP flag of a QoS 1 delivery (exactly once)."""
         if topic.startswith(LOG_PREFIX):
-            self.handle_log_line(payload.decode("utf-8", "replace"), received_at)
+            line = telemetry.storable_text(payload.decode("utf-8", "replace"), MAX_LOG_LINE)
+            self.handle_log_line(line, received_at)
         elif topic.startswith(SYS_PREFIX):
-            self.handle_stat(topic, payload.decode("utf-8", "replace"), received_at)
+            value = telemetry.storable_text(payload.decode("utf-8", "replace"), MAX_STAT_VALUE)
+            self.handle_stat(telemetry.storable_text(topic, 255), value, received_at)
+        elif dup and self.stored_before(mid):
+            self.duplicates += 1
         else:
-            self.handle_telemetry(topic, payload, received_at)
+            self.handle_telemetry(topic, payload, received_at, mid)
 
     def handle_log_line(self, line: str, received_at: datetime) -> None:
         event = brokerlog.parse_line(line)
@@ -105,28 +132,31 @@ class Ingest:
         if number is None:
             return
         self.batch.samples.append((topic, number, received_at))
+        self.batch.size += 1
         if topic == UPTIME_TOPIC:
             self.check_restart(number, received_at)
         elif topic == CONNECTED_TOPIC:
             self.broker_connected = int(number)
 
-    def handle_telemetry(self, topic: str, payload: bytes, received_at: datetime) -> None:
+    def handle_telemetry(
+        self, topic: str, payload: bytes, received_at: datetime, mid: int = 0
+    ) -> None:
         try:
             message = telemetry.parse(topic, payload, self.max_payload)
         except telemetry.BadPayload as exc:
-            self.bad_payload(topic, str(exc), received_at)
+            self.bad_payload(topic, str(exc), received_at, mid)
             return
-        batch = self.batch
-        batch.messages[message.client_id] += 1
-        batch.last_message[message.client_id] = received_at
-        batch.readings.extend((message.client_id, m, v, received_at) for m, v in message.values)
+        self.batch.messages.append(
+            Message(message.client_id, received_at, message.values, topic=topic, mid=mid)
+        )
+        self.batch.size += len(message.values)
 
-    def bad_payload(self, topic: str, error: str, received_at: datetime) -> None:
+    def bad_payload(self, topic: str, error: str, received_at: datetime, mid: int = 0) -> None:
         client_id = telemetry.client_id_of(topic)
-        bad = self.batch.bad.setdefault(client_id, Bad())
-        bad.count, bad.at, bad.error = bad.count + 1, received_at, error
-        # A flood of bad payloads must not become a flood of log lines.
+        self.batch.messages.append(Message(client_id, received_at, [], error, topic[:200], mid))
+        self.batch.size += 1
         self.batch.bad_count += 1
+        # A flood of bad payloads must not become a flood of log lines.
         if self.batch.bad_count <= BAD_LOG_LINES_PER_FLUSH:
             log.warning("bad payload on %r: %s", topic[:200], error)
 
@@ -137,15 +167,46 @@ class Ingest:
             log.warning("broker restarted %s ago: %d sessions closed", at - since, closed)
         self.uptime = uptime
 
+    # -- exactly once --------------------------------------------------------------------------
+    def session_started(self, session_present: bool) -> None:
+        """On each CONNACK. A new session numbers its packets afresh: the stored cursor then
+        says nothing, and is deleted so that a crash before the next commit cannot mislead."""
+        self.cursor, self.cursor_known = None, not session_present
+        if session_present:
+            self.load_cursor()
+        else:
+            DeliveryCursor.objects.forget(self.self_client_id)
+
+    def load_cursor(self) -> None:
+        self.cursor = DeliveryCursor.objects.position(self.self_client_id)
+        self.cursor_known = True
+
+    def stored_before(self, mid: int) -> bool:
+        """Whether a redelivered (DUP) QoS 1 message was already committed. The broker numbers
+        a session's QoS 1 messages in the order it sends them and resends unacknowledged ones
+        with their own ids, and batches commit in arrival order: a redelivery whose id is at or
+        behind the cursor (the last id committed) was stored. No lookup: the cursor is in
+        memory, loaded once per connection. See docs/deploy.md, "Exactly once"."""
+        if not mid:
+            return False
+        if not self.cursor_known:
+            try:
+                self.load_cursor()
+            except DatabaseError as exc:
+                # Unknown: storing twice is better than losing it.
+                log.warning("cannot read the delivery cursor, storing a redelivery: %s", exc)
+                return False
+        return self.cursor is not None and mid_behind(mid, self.cursor)
+
     # -- writing -----------------------------------------------------------------------------
     def pending(self) -> int:
         return len(self.batch)
 
     def drop_pending_telemetry(self) -> int:
         """Forget collected telemetry (its messages will be delivered again); keep $SYS."""
-        dropped = len(self.batch.readings)
-        self.batch.readings, self.batch.bad, self.batch.bad_count = [], {}, 0
-        self.batch.messages, self.batch.last_message = Counter(), {}
+        dropped = sum(len(m.values) for m in self.batch.messages)
+        self.batch.size -= dropped + self.batch.bad_count
+        self.batch.messages, self.batch.bad_count = [], 0
         return dropped
 
     def flush(self) -> int:
@@ -153,15 +214,13 @@ class Ingest:
         batch, self.batch = self.batch, Batch()
         if batch.bad_count > BAD_LOG_LINES_PER_FLUSH:
             log.warning("... and %d more bad payloads", batch.bad_count - BAD_LOG_LINES_PER_FLUSH)
+        if self.duplicates:
+            log.info("%d redelivered messages were stored before; acknowledged", self.duplicates)
+            self.duplicates = 0
         try:
-            try:
-                self.write(batch)
-            except IntegrityError:
-                # A client row deleted under us (the admin): forget cached ids, try once more.
-                self.client_pks.clear()
-                self.write(batch)
+            stored = self.write_batch(batch)
         except BaseException:
-            # Also when the second try fails: its messages are not acknowledged yet.
+            # Its messages are not acknowledged yet: keep what is not committed for the retry.
             self.batch = merge(batch, self.batch)
             raise
         if self.broker_connected is not None and batch.stats.get(CONNECTED_TOPIC):
@@ -173,26 +232,126 @@ class Ingest:
                 # The batch is committed: raising would keep its messages unacknowledged, and
                 # a reconnect before the next flush would have the broker deliver them again.
                 log.warning("could not compare presence with the broker's count: %s", exc)
-        self.stored += len(batch.readings)
-        return len(batch.readings)
+        self.stored += stored
+        return stored
 
-    def write(self, batch: Batch) -> None:
+    def write_batch(self, batch: Batch) -> int:
+        """One transaction for the whole batch; when it fails for its data rather than for the
+        database being away, find the messages that cannot be stored (bisect) and store the
+        rest. Committed parts leave `batch`, so a retry never writes them twice."""
         if not self.state_ready:
             MonitorState.get()
             self.state_ready = True
+        try:
+            try:
+                return self.write(batch.messages, batch)
+            except IntegrityError:
+                # A client row deleted under us (the admin): write() forgot the cached ids.
+                return self.write(batch.messages, batch)
+        except Exception as exc:
+            if not about_data(exc):
+                raise
+            log.warning(
+                "a batch of %d messages cannot be stored (%s: %s); looking for the bad ones",
+                len(batch.messages),
+                type(exc).__name__,
+                str(exc)[:200],
+            )
+        self.write_stats_alone(batch)
+        return self.bisect(batch.messages)
+
+    def bisect(self, messages: list[Message]) -> int:
+        """Write `messages` in ever smaller parts, each its own transaction, front first: a
+        part that fails is halved, a single message that fails is quarantined. Each committed
+        part is removed from `messages` (and advances the cursor), so the database going away
+        half-way leaves exactly the rest for the retry."""
+        stored = 0
+        # A stack of part sizes, the front part on top; the whole has failed already.
+        sizes = halves(len(messages))
+        while messages:
+            size = sizes.pop()
+            try:
+                stored += self.write(messages[:size], None)
+            except Exception as exc:
+                if not about_data(exc):
+                    raise
+                if size > 1:
+                    sizes += halves(size)
+                    continue
+                self.quarantine(messages[0], exc)
+            del messages[:size]
+        return stored
+
+    def quarantine(self, message: Message, exc: Exception) -> None:
+        """A message the database refused: counted as a bad payload on its client, logged,
+        and acknowledged with the rest, never retried."""
+        reason = f"cannot be stored: {type(exc).__name__}"
+        log.warning("bad payload on %r: %s (%s)", message.topic, reason, str(exc)[:200])
+        self.quarantined += 1
+        bad = Message(
+            telemetry.storable_text(message.client_id), message.at, [], reason, "", message.mid
+        )
+        try:
+            self.write([bad], None)
+        except Exception as exc:
+            if not about_data(exc):
+                raise
+            log.exception("could not count a bad payload on %r; dropped", message.topic)
+
+    def write_stats_alone(self, batch: Batch) -> None:
+        """$SYS values in their own transaction: they are QoS 0 and never delivered again."""
+        try:
+            with transaction.atomic():
+                self.write_stats(batch)
+        except Exception as exc:
+            if not about_data(exc):
+                raise
+            log.exception("could not store $SYS values; dropped")
+        batch.stats, batch.samples = {}, []
+
+    def write(self, messages: list[Message], stats: Batch | None) -> int:
+        """One transaction: the messages' readings, rollups, latest values and counters,
+        their bad payloads, the delivery cursor, and the $SYS values of `stats`."""
+        readings = [(m.client_id, k, v, m.at) for m in messages for k, v in m.values]
+        bad = [m for m in messages if m.error]
+        last_mid = next((m.mid for m in reversed(messages) if m.mid), 0)
+        try:
+            self.write_transaction(messages, readings, bad, last_mid, stats)
+        except BaseException:
+            # Client rows created in the rolled back transaction are gone: forget their ids.
+            self.client_pks.clear()
+            raise
+        if last_mid:
+            self.cursor, self.cursor_known = last_mid, True
+        return len(readings)
+
+    def write_transaction(
+        self,
+        messages: list[Message],
+        readings: Readings,
+        bad: list[Message],
+        last_mid: int,
+        stats: Batch | None,
+    ) -> None:
         with transaction.atomic():
-            pks = self.resolve({r[0] for r in batch.readings} | set(batch.bad))
-            if batch.readings:
-                self.write_readings(batch, pks)
-                self.write_rollups(batch, pks)
-                self.write_latest(batch, pks)
-                self.write_counters(batch, pks)
-            self.write_bad(batch, pks)
-            self.write_stats(batch)
-            if batch.readings or batch.bad:
+            pks = self.resolve({m.client_id for m in messages})
+            if readings:
+                rows = [(pks[client_id], k, v, at) for client_id, k, v, at in readings]
+                Reading.objects.insert_rows(rows)
+                # In the readings' transaction, from the same rows: the three never disagree.
+                ReadingRollup.objects.add(rows)
+                LatestValue.objects.add(rows)
+                self.write_counters(messages, pks)
+            if bad:
+                self.write_bad(bad, pks)
+            if stats is not None:
+                self.write_stats(stats)
+            if last_mid:
+                DeliveryCursor.objects.advance(self.self_client_id, last_mid)
+            if readings or bad:
                 MonitorState.objects.filter(pk=1).update(
-                    readings_stored=F("readings_stored") + len(batch.readings),
-                    bad_payloads=F("bad_payloads") + batch.bad_count,
+                    readings_stored=F("readings_stored") + len(readings),
+                    bad_payloads=F("bad_payloads") + len(bad),
                 )
 
     def resolve(self, client_ids: set[str]) -> dict[str, int]:
@@ -206,116 +365,22 @@ class Ingest:
                 self.client_pks.update(rows)
         return self.client_pks
 
-    def write_readings(self, batch: Batch, pks: dict[str, int]) -> None:
-        # executemany of a prepared INSERT: bulk_create's per-field preparation costs more
-        # than the database does at 10,000 readings a second.
-        adapt = connection.ops.adapt_datetimefield_value
-        adapted: dict[datetime, Any] = {}
-        rows = []
-        for client_id, metric, value, at in batch.readings:
-            when = adapted.get(at)
-            if when is None:
-                when = adapted[at] = adapt(at)
-            rows.append((pks[client_id], metric, value, when))
-        table = connection.ops.quote_name(Reading._meta.db_table)
-        columns = "(client_id, metric, value, at)"
-        with connection.cursor() as cursor:
-            if connection.vendor == "postgresql":
-                # COPY: several times the rate of INSERT for batches of thousands of rows.
-                with cursor.cursor.copy(f"COPY {table} {columns} FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
-            else:
-                sql = f"INSERT INTO {table} {columns} VALUES (%s, %s, %s, %s)"
-                cursor.executemany(sql, rows)
-
-    def write_rollups(self, batch: Batch, pks: dict[str, int]) -> None:
-        """Add the batch to its minute and hour rollups: one upsert per (client, metric,
-        resolution, start), in the readings' transaction so the two never disagree."""
-        adapt = connection.ops.adapt_datetimefield_value
-        starts: dict[datetime, tuple[Any, Any]] = {}
-        minutes: dict[tuple[int, str, int, Any], list[float]] = {}
-        hour_of: dict[Any, Any] = {}
-        for client_id, metric, value, at in batch.readings:
-            both = starts.get(at)
-            if both is None:
-                utc = at.astimezone(UTC)
-                minute = adapt(utc.replace(second=0, microsecond=0))
-                both = starts[at] = (minute, adapt(utc.replace(minute=0, second=0, microsecond=0)))
-                hour_of[minute] = both[1]
-            key = (pks[client_id], metric, MINUTE, both[0])
-            row = minutes.get(key)
-            if row is None:
-                minutes[key] = [1, value, value, value]
-            else:
-                add(row, 1, value, value, value)
-        # Hours from the batch's minutes: fewer rows than readings when devices are chatty.
-        hours: dict[tuple[int, str, int, Any], list[float]] = {}
-        for (pk, metric, _m, start), (count, total, low, high) in minutes.items():
-            key = (pk, metric, HOUR, hour_of[start])
-            row = hours.get(key)
-            if row is None:
-                hours[key] = [count, total, low, high]
-            else:
-                add(row, count, total, low, high)
-        sums = minutes | hours
-        table = connection.ops.quote_name(ReadingRollup._meta.db_table)
-        columns = "(client_id, metric, resolution, start, count, total, low, high)"
-        # Sorted: concurrent monitors (a share group) then lock rows in the same order.
-        params = [(*key, *row) for key, row in sorted(sums.items(), key=rollup_order)]
-        merge_sql = (
-            "ON CONFLICT (client_id, resolution, start, metric) DO UPDATE SET "
-            f"count = {table}.count + excluded.count, total = {table}.total + excluded.total, "
-            f"low = CASE WHEN excluded.low < {table}.low THEN excluded.low ELSE {table}.low END, "
-            f"high = CASE WHEN excluded.high > {table}.high THEN excluded.high "
-            f"ELSE {table}.high END"
-        )
-        with connection.cursor() as cursor:
-            if connection.vendor == "postgresql":
-                # One statement over arrays: a round trip per row costs more than the upsert.
-                types = "bigint text int timestamptz bigint float8 float8 float8".split()
-                unnest = ", ".join(f"%s::{t}[]" for t in types)
-                cursor.execute(
-                    f"INSERT INTO {table} {columns} SELECT * FROM unnest({unnest}) {merge_sql}",
-                    [list(column) for column in zip(*params, strict=True)],
-                )
-            else:
-                values = "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-                cursor.executemany(f"INSERT INTO {table} {columns} {values} {merge_sql}", params)
-
-    def write_latest(self, batch: Batch, pks: dict[str, int]) -> None:
-        latest: dict[tuple[int, str], list[Any]] = {}
-        for client_id, metric, value, at in batch.readings:
-            row = latest.setdefault((pks[client_id], metric), [0, 0.0, at])
-            row[0], row[1], row[2] = row[0] + 1, value, at
-        adapt = connection.ops.adapt_datetimefield_value
-        table = connection.ops.quote_name(LatestValue._meta.db_table)
-        # Same statement on SQLite and PostgreSQL; adds to the count, keeps the newest value.
-        sql = (
-            f"INSERT INTO {table} (client_id, metric, value, at, count) "
-            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (client_id, metric) DO UPDATE SET "
-            f"count = {table}.count + excluded.count, "
-            f"value = CASE WHEN excluded.at >= {table}.at THEN excluded.value "
-            f"ELSE {table}.value END, "
-            f"at = CASE WHEN excluded.at >= {table}.at THEN excluded.at ELSE {table}.at END"
-        )
-        params = [
-            (pk, metric, value, adapt(at), count)
-            for (pk, metric), (count, value, at) in sorted(latest.items())
-        ]
-        with connection.cursor() as cursor:
-            cursor.executemany(sql, params)
-
-    def write_counters(self, batch: Batch, pks: dict[str, int]) -> None:
+    def write_counters(self, messages: list[Message], pks: dict[str, int]) -> None:
         adapt = connection.ops.adapt_datetimefield_value
         table = connection.ops.quote_name(Client._meta.db_table)
         sql = (
             f"UPDATE {table} SET message_count = message_count + %s, "
             "last_message_at = %s, last_seen = %s WHERE id = %s"
         )
+        counts: Counter[str] = Counter()
+        last: dict[str, datetime] = {}
+        for m in messages:
+            if not m.error:
+                counts[m.client_id] += 1
+                last[m.client_id] = m.at
         params = []
-        for client_id, count in batch.messages.items():
-            at = adapt(batch.last_message[client_id])
+        for client_id, count in counts.items():
+            at = adapt(last[client_id])
             params.append((count, at, at, pks[client_id]))
         # One executemany (pipelined by psycopg): a round trip per client was most of the
         # flush with many devices. Sorted for the same lock order as the rollups.
@@ -323,60 +388,57 @@ class Ingest:
         with connection.cursor() as cursor:
             cursor.executemany(sql, params)
 
-    def write_bad(self, batch: Batch, pks: dict[str, int]) -> None:
-        for client_id, bad in batch.bad.items():
+    def write_bad(self, bad: list[Message], pks: dict[str, int]) -> None:
+        per_client: dict[str, tuple[int, Message]] = {}
+        for m in bad:
+            per_client[m.client_id] = (per_client.get(m.client_id, (0, m))[0] + 1, m)
+        for client_id, (count, last) in per_client.items():
             Client.objects.filter(pk=pks[client_id]).update(
-                bad_message_count=F("bad_message_count") + bad.count,
-                last_bad_message_at=bad.at,
-                last_bad_message_error=bad.error[:255],
+                bad_message_count=F("bad_message_count") + count,
+                last_bad_message_at=last.at,
+                last_bad_message_error=last.error[:255],
             )
 
     def write_stats(self, batch: Batch) -> None:
         if not batch.stats:
             return
-        BrokerStat.objects.bulk_create(
-            [
-                BrokerStat(topic=t[:255], value=v, number=stat_number(v), updated_at=at)
-                for t, (v, at) in batch.stats.items()
-            ],
-            update_conflicts=True,
-            unique_fields=["topic"],
-            update_fields=["value", "number", "updated_at"],
-        )
-        BrokerStatSample.objects.bulk_create(
-            [BrokerStatSample(topic=t[:255], value=v, at=at) for t, v, at in batch.samples]
-        )
+        BrokerStat.objects.keep([(t, v, stat_number(v), at) for t, (v, at) in batch.stats.items()])
+        BrokerStatSample.objects.add(batch.samples)
         MonitorState.objects.filter(pk=1).update(
             last_sys_at=max(at for _v, at in batch.stats.values())
         )
 
 
-def add(row: list[float], count: float, total: float, low: float, high: float) -> None:
-    row[0] += count
-    row[1] += total
-    if low < row[2]:
-        row[2] = low
-    if high > row[3]:
-        row[3] = high
-
-
-def rollup_order(item: tuple[tuple[int, str, int, Any], list[float]]) -> tuple[Any, ...]:
-    pk, metric, resolution, start = item[0]
-    return pk, resolution, str(start), metric
-
-
 def merge(old: Batch, new: Batch) -> Batch:
-    """Put a batch that failed to write back in front of what arrived since."""
-    old.readings.extend(new.readings)
-    old.messages.update(new.messages)
-    old.last_message.update(new.last_message)
-    for client_id, bad in new.bad.items():
-        mine = old.bad.setdefault(client_id, Bad())
-        mine.count, mine.at, mine.error = mine.count + bad.count, bad.at, bad.error
-    old.bad_count += new.bad_count
+    """Put what is left of a batch that failed to write in front of what arrived since."""
+    old.messages.extend(new.messages)
     old.stats.update(new.stats)
     old.samples.extend(new.samples)
+    old.bad_count = sum(1 for m in old.messages if m.error)
+    old.size = sum(len(m.values) or 1 for m in old.messages) + len(old.samples)
     return old
+
+
+def about_data(exc: BaseException) -> bool:
+    """Whether a failed write is about the data written (looked for message by message)
+    rather than the database being away or a bug (the batch is kept and retried: nothing is
+    quarantined for an error a retry or a fix can cure). The drivers' own classes too: a
+    COPY on psycopg's cursor raises them unwrapped."""
+    driver = connection.Database  # type: ignore[attr-defined]  # the DB-API module
+    data_errors = (DataError, IntegrityError, driver.DataError, driver.IntegrityError)
+    return isinstance(exc, (*data_errors, UnicodeError))
+
+
+def halves(size: int) -> list[int]:
+    """[back, front]: the sizes of two halves, to push on the bisection's stack."""
+    return [size - size // 2, size // 2] if size > 1 else [size]
+
+
+def mid_behind(mid: int, cursor: int) -> bool:
+    """Whether packet id `mid` is at or before `cursor` in the broker's numbering, which
+    counts 1..65535 and wraps (never 0). Within half the circle: the receive maximum the
+    monitor asks for keeps every unacknowledged message much closer than that."""
+    return (cursor - mid) % MID_SPACE < MID_SPACE // 2
 
 
 def chunks(items: list[str], size: int) -> list[list[str]]:

@@ -4,7 +4,10 @@ paho's network thread (loop_start) only decodes and queues; `Subscriber.run()` d
 queue in the caller's thread, hands messages to `Ingest`, writes a batch when it is big or old
 enough, and only then acknowledges the QoS 1 messages it holds (manual_ack). Messages received
 but not yet written when the connection drops are dropped here too: the broker never saw their
-PUBACK, so it delivers them again into the persistent session, and nothing is stored twice.
+PUBACK, so it delivers them again into the persistent session. A redelivery of a message that
+was committed but not yet acknowledged (the monitor killed between the two, a PUBACK lost with
+the connection) carries the DUP flag and a packet id at or behind the delivery cursor that
+each batch commits (`Ingest.stored_before`): it is acknowledged, not stored again.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ log = logging.getLogger("monitor")
 
 HEARTBEAT_SECONDS = 5.0
 DB_RETRY_SECONDS = 2.0
+RECEIVE_MAXIMUM = 16384
 
 
 @dataclass
@@ -70,6 +74,7 @@ class Item:
     received_at: datetime
     mid: int
     qos: int
+    dup: bool = False
 
 
 class Subscriber:
@@ -111,8 +116,9 @@ class Subscriber:
     def connect_properties(self) -> Properties:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.options.session_expiry
-        # Unacknowledged QoS 1 messages the broker may send ahead: room for whole batches.
-        props.ReceiveMaximum = min(65535, max(100, self.options.batch_size * 4))
+        # Unacknowledged QoS 1 messages the broker may send ahead: room for whole batches, and
+        # well inside half the packet id space, which the delivery cursor relies on.
+        props.ReceiveMaximum = min(RECEIVE_MAXIMUM, max(100, self.options.batch_size * 4))
         return props
 
     def on_connect(self, client: mqtt.Client, _u: Any, flags: Any, reason: Any, _p: Any) -> None:
@@ -149,6 +155,7 @@ class Subscriber:
                 timezone.now(),
                 message.mid,
                 message.qos,
+                bool(message.dup),
             )
         )
 
@@ -220,7 +227,8 @@ class Subscriber:
                 return
             # Not through db(): most messages only join the batch, and close_old_connections()
             # per message cost a third of their handling; flush() calls it every flush_seconds.
-            self.ingest.handle_message(item.topic, item.payload, item.received_at)
+            mid = item.mid if item.qos else 0
+            self.ingest.handle_message(item.topic, item.payload, item.received_at, mid, item.dup)
         except DatabaseError as exc:
             log.warning("database unavailable, skipped an update: %s", exc)
         except Exception:
@@ -234,7 +242,7 @@ class Subscriber:
         if what == "connected":
             self.connected.set()
             log.info("connected to the broker (session present: %s)", detail)
-            self.db(lambda: self.on_connected(now))
+            self.db(lambda: self.on_connected(now, bool(detail)))
         else:
             self.connected.clear()
             log.warning("disconnected from the broker (%s); reconnecting with backoff", detail)
@@ -249,7 +257,8 @@ class Subscriber:
                 )
             )
 
-    def on_connected(self, now: datetime) -> None:
+    def on_connected(self, now: datetime, session_present: bool) -> None:
+        self.ingest.session_started(session_present)
         MonitorState.get()
         MonitorState.objects.filter(pk=1).update(connected=True, connected_at=now)
         if self.options.presence:

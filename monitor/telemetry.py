@@ -5,17 +5,24 @@ values are all finite numbers (`{"temperature": 21.5, "humidity": 40}`);
 `<prefix>/<client id>/telemetry/<metric>` carries one plain number (`21.5`). Anything else is
 a bad payload: not UTF-8, not JSON, NaN or infinity, strings, booleans, nested objects, too
 large, too many metrics. A bad message is rejected whole, so a device never half-reports.
+
+Names are checked against what both databases can store, before a message joins a batch: JSON
+escapes can spell a lone surrogate (`{"\\ud800": 1}`), which neither SQLite's nor PostgreSQL's
+driver can encode, and NUL (`{"a\\u0000b": 1}`), which PostgreSQL text cannot hold. One such
+name used to fail every batch it joined (issue 9).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 
 MAX_METRIC_LENGTH = 100
 MAX_METRICS = 200
 MAX_CLIENT_ID_LENGTH = 255  # Client.client_id's max_length
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 class BadPayload(ValueError):
@@ -45,8 +52,19 @@ def number(value: object, metric: str) -> float:
     return result
 
 
+def storable(text: str) -> bool:
+    """True when both databases can store `text`: no NUL, no lone surrogate."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # surrogates: only JSON escapes and tests make them
+        return False
+    return True
+
+
 def check_metric(name: str) -> str:
-    if not name or len(name) > MAX_METRIC_LENGTH or "/" in name:
+    if not name or len(name) > MAX_METRIC_LENGTH or "/" in name or not storable(name):
         raise BadPayload(f"bad metric name {name[:40]!r}")
     return name
 
@@ -74,6 +92,8 @@ def client_and_metric(topic: str) -> tuple[str, str | None]:
     if len(levels) in (3, 4) and levels[2] == "telemetry" and levels[1]:
         if len(levels[1]) > MAX_CLIENT_ID_LENGTH:
             raise BadPayload(f"client id longer than {MAX_CLIENT_ID_LENGTH} characters")
+        if not storable(levels[1]):
+            raise BadPayload("client id with NUL or a lone surrogate")
         return levels[1], check_metric(levels[3]) if len(levels) == 4 else None
     raise BadPayload("topic is not <prefix>/<client id>/telemetry[/<metric>]")
 
@@ -96,4 +116,13 @@ def parse(topic: str, payload: bytes, max_bytes: int = 65536) -> Telemetry:
 def client_id_of(topic: str) -> str:
     """Best effort, for counting a bad message against someone."""
     levels = topic.split("/")
-    return levels[1][:MAX_CLIENT_ID_LENGTH] if len(levels) > 1 else ""
+    client_id = levels[1][:MAX_CLIENT_ID_LENGTH] if len(levels) > 1 else ""
+    return storable_text(client_id)
+
+
+def storable_text(text: str, max_length: int | None = None) -> str:
+    """`text` made storable (NUL and lone surrogates become U+FFFD), cut to `max_length`:
+    for what must be kept even when malformed, such as broker log lines and $SYS values."""
+    if not storable(text):
+        text = UNSTORABLE.sub("\ufffd", text)
+    return text[:max_length] if max_length is not None else text

@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
+from django.db import OperationalError, connection
 from django.test import Client as HttpClient
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from monitor.ingest import Ingest
-from monitor.models import Client, Reading, ReadingRollup
+from monitor.models import Client, LatestValueQuerySet, Reading, ReadingRollup
 from web import series
 
 pytestmark = pytest.mark.django_db
@@ -95,10 +95,10 @@ def test_a_failed_flush_writes_no_rollup(ingest: Ingest, monkeypatch: pytest.Mon
     publish(ingest, "dev-1", {"v": 1.0}, T0)
 
     def fail(*_args: Any) -> None:
-        raise RuntimeError("database went away")
+        raise OperationalError("database went away")
 
-    monkeypatch.setattr(Ingest, "write_latest", fail)
-    with pytest.raises(RuntimeError):
+    monkeypatch.setattr(LatestValueQuerySet, "add", fail)
+    with pytest.raises(OperationalError):
         ingest.flush()
     assert not ReadingRollup.objects.exists() and not Reading.objects.exists()
     monkeypatch.undo()
