@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("monitor", "0003_reading_rollups"),
+        ("monitor", "0004_rabbitmq_node"),
     ]
 
     operations = [
