@@ -18,9 +18,12 @@ connection list, which only live nodes answer for.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
+import os
 import re
+import socket
 import threading
 import time
 import urllib.request
@@ -39,7 +42,7 @@ from django.utils import timezone
 from brokerauth.rabbitmq import EVENT_EXCHANGE, EXCHANGE, MONITOR_QUEUE_PREFIX, mqtt_topic
 from monitor import account, brokerlog, presence
 from monitor.ingest import Ingest
-from monitor.models import Client, MonitorState, Session
+from monitor.models import Client, DeliveryLedger, MonitorState, Session
 
 log = logging.getLogger("monitor.amqp")
 
@@ -49,10 +52,28 @@ RECONCILE_SECONDS = 15.0
 # (5 s by default): a connection younger than this is not closed for being missing.
 RECONCILE_GRACE = timedelta(seconds=10)
 HEARTBEAT_SECONDS = 5.0
+# A ledger row outlives its consumer by this much: longer than any redelivery takes.
+LEDGER_KEPT = timedelta(days=1)
 RETRY_SECONDS = 2.0
 CLIENT_ID = re.compile(r'<<"client_id">>\s*=>\s*<<"((?:[^"\\]|\\.)*)"(?:/utf8)?>>')
 PROTOCOL_VERSION = re.compile(r'"([0-9.]+)"')  # {'MQTT',"3.1.1"}
 PROTOCOLS = {"3.1": Client.Protocol.MQTT31, "3.1.1": Client.Protocol.MQTT311}
+
+
+def delivery_key(routing_key: str, body: bytes) -> str:
+    """A message's digest for the delivery ledger (exactly once: monitor.models.DeliveryLedger).
+    Two messages with the same topic and payload in one batch window look alike: a redelivery
+    of one of them after a crash is taken for the other (documented in docs/deploy.md)."""
+    digest = hashlib.blake2b(routing_key.encode("utf-8", "replace"), digest_size=8)
+    digest.update(b"\0")
+    digest.update(body)
+    return digest.hexdigest()
+
+
+def consumer_name() -> str:
+    """One ledger row per process: a restarted monitor must not overwrite what its previous
+    life committed, which RabbitMQ may be delivering again to someone."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"[:255]
 
 
 def binding_key(mqtt_filter: str) -> str:
@@ -235,7 +256,7 @@ class ClusterSubscriber:
         self.options = options or Options()
         self.stopping = False
         self.ready = threading.Event()  # consuming (tests wait on it)
-        self.ingest = Ingest(self_client_id=settings.MONITOR_CLIENT_ID)
+        self.ingest = Ingest(self_client_id=settings.MONITOR_CLIENT_ID, consumer=consumer_name())
         self.connections = Connections()
         self.last_tag = 0
         self.consumed = 0
@@ -306,6 +327,7 @@ class ClusterSubscriber:
             self.ready.set()
             log.info("connected to RabbitMQ (%s)", conn._impl.params.host)
             now = timezone.now()
+            self.db(lambda: DeliveryLedger.objects.prune(now - LEDGER_KEPT))
             self.db(
                 lambda: MonitorState.objects.filter(pk=1).update(connected=True, connected_at=now)
             )
@@ -347,7 +369,13 @@ class ClusterSubscriber:
 
     def on_telemetry(self, _ch: Any, method: Any, _props: Any, body: bytes) -> None:
         try:
-            self.ingest.handle_message(mqtt_topic(method.routing_key), body, timezone.now())
+            self.ingest.handle_message(
+                mqtt_topic(method.routing_key),
+                body,
+                timezone.now(),
+                dup=bool(method.redelivered),
+                key=delivery_key(method.routing_key, body),
+            )
         except Exception:
             log.exception("could not handle a message on %r", method.routing_key)
         self.last_tag = method.delivery_tag

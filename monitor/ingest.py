@@ -34,6 +34,7 @@ from monitor.models import (
     BrokerStatSample,
     Client,
     DeliveryCursor,
+    DeliveryLedger,
     LatestValue,
     MonitorState,
     Reading,
@@ -73,6 +74,7 @@ class Message:
     error: str = ""
     topic: str = ""  # kept for bad payloads only, for the log line
     mid: int = 0  # the QoS 1 packet id; 0 for QoS 0
+    key: str = ""  # a RabbitMQ delivery's digest (DeliveryLedger); "" over MQTT
 
 
 @dataclass
@@ -90,7 +92,9 @@ class Batch:
 
 
 class Ingest:
-    def __init__(self, self_client_id: str = "", max_payload: int | None = None) -> None:
+    def __init__(
+        self, self_client_id: str = "", max_payload: int | None = None, consumer: str = ""
+    ) -> None:
         self.self_client_id = self_client_id or settings.MONITOR_CLIENT_ID
         self.max_payload = max_payload or settings.TELEMETRY_MAX_BYTES
         self.batch = Batch()
@@ -104,22 +108,33 @@ class Ingest:
         # The packet id of the last QoS 1 message committed; None when unknown (not loaded).
         self.cursor: int | None = None
         self.cursor_known = False
+        # RabbitMQ: this consumer's ledger name, and the keys of every consumer's last batch.
+        self.consumer = consumer
+        self.ledger: set[str] | None = None
+        self.flush_keys: list[str] = []  # committed since the batch's acknowledgement
 
     # -- sorting messages ------------------------------------------------------------------
     def handle_message(
-        self, topic: str, payload: bytes, received_at: datetime, mid: int = 0, dup: bool = False
+        self,
+        topic: str,
+        payload: bytes,
+        received_at: datetime,
+        mid: int = 0,
+        dup: bool = False,
+        key: str = "",
     ) -> None:
-        """`mid` and `dup`: the packet id and DUP flag of a QoS 1 delivery (exactly once)."""
+        """`mid` and `dup`: the packet id and DUP flag of a QoS 1 delivery (exactly once);
+        from RabbitMQ, `key` and its redelivered flag instead."""
         if topic.startswith(LOG_PREFIX):
             line = telemetry.storable_text(payload.decode("utf-8", "replace"), MAX_LOG_LINE)
             self.handle_log_line(line, received_at)
         elif topic.startswith(SYS_PREFIX):
             value = telemetry.storable_text(payload.decode("utf-8", "replace"), MAX_STAT_VALUE)
             self.handle_stat(telemetry.storable_text(topic, 255), value, received_at)
-        elif dup and self.stored_before(mid):
+        elif dup and (self.in_ledger(key) if key else self.stored_before(mid)):
             self.duplicates += 1
         else:
-            self.handle_telemetry(topic, payload, received_at, mid)
+            self.handle_telemetry(topic, payload, received_at, mid, key)
 
     def handle_log_line(self, line: str, received_at: datetime) -> None:
         event = brokerlog.parse_line(line)
@@ -139,21 +154,24 @@ class Ingest:
             self.broker_connected = int(number)
 
     def handle_telemetry(
-        self, topic: str, payload: bytes, received_at: datetime, mid: int = 0
+        self, topic: str, payload: bytes, received_at: datetime, mid: int = 0, key: str = ""
     ) -> None:
         try:
             message = telemetry.parse(topic, payload, self.max_payload)
         except telemetry.BadPayload as exc:
-            self.bad_payload(topic, str(exc), received_at, mid)
+            self.bad_payload(topic, str(exc), received_at, mid, key)
             return
         self.batch.messages.append(
-            Message(message.client_id, received_at, message.values, topic=topic, mid=mid)
+            Message(message.client_id, received_at, message.values, topic=topic, mid=mid, key=key)
         )
         self.batch.size += len(message.values)
 
-    def bad_payload(self, topic: str, error: str, received_at: datetime, mid: int = 0) -> None:
+    def bad_payload(
+        self, topic: str, error: str, received_at: datetime, mid: int = 0, key: str = ""
+    ) -> None:
         client_id = telemetry.client_id_of(topic)
-        self.batch.messages.append(Message(client_id, received_at, [], error, topic[:200], mid))
+        message = Message(client_id, received_at, [], error, topic[:200], mid, key)
+        self.batch.messages.append(message)
         self.batch.size += 1
         self.batch.bad_count += 1
         # A flood of bad payloads must not become a flood of log lines.
@@ -198,6 +216,17 @@ class Ingest:
                 return False
         return self.cursor is not None and mid_behind(mid, self.cursor)
 
+    def in_ledger(self, key: str) -> bool:
+        """Whether a message RabbitMQ redelivered was in a batch some consumer committed
+        (DeliveryLedger). Only redeliveries ask; the ledgers are read once per batch."""
+        if self.ledger is None:
+            try:
+                self.ledger = DeliveryLedger.objects.committed()
+            except DatabaseError as exc:
+                log.warning("cannot read the delivery ledgers, storing a redelivery: %s", exc)
+                return False
+        return key in self.ledger
+
     # -- writing -----------------------------------------------------------------------------
     def pending(self) -> int:
         return len(self.batch)
@@ -223,6 +252,8 @@ class Ingest:
             # Its messages are not acknowledged yet: keep what is not committed for the retry.
             self.batch = merge(batch, self.batch)
             raise
+        self.flush_keys = []  # the caller acknowledges the whole batch now
+        self.ledger = None  # other consumers commit too: read again for the next redelivery
         if self.broker_connected is not None and batch.stats.get(CONNECTED_TOPIC):
             try:
                 presence.reconcile(
@@ -323,6 +354,7 @@ class Ingest:
             raise
         if last_mid:
             self.cursor, self.cursor_known = last_mid, True
+        self.flush_keys += [m.key for m in messages if m.key]
         return len(readings)
 
     def write_transaction(
@@ -348,6 +380,11 @@ class Ingest:
                 self.write_stats(stats)
             if last_mid:
                 DeliveryCursor.objects.advance(self.self_client_id, last_mid)
+            keys = [m.key for m in messages if m.key]
+            if keys and self.consumer:
+                # A part of a bisected batch keeps the keys of the parts before it: the whole
+                # batch is acknowledged at once, after the last part.
+                DeliveryLedger.objects.record(self.consumer, self.flush_keys + keys)
             if readings or bad:
                 MonitorState.objects.filter(pk=1).update(
                     readings_stored=F("readings_stored") + len(readings),

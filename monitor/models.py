@@ -94,6 +94,41 @@ class DeliveryCursor(models.Model):
         return f"{self.consumer} at packet {self.last_mid}"
 
 
+class DeliveryLedgerQuerySet(models.QuerySet["DeliveryLedger"]):
+    def record(self, consumer: str, keys: list[str]) -> None:
+        """One upsert, in the transaction of the batch whose messages the keys name."""
+        self.bulk_create(
+            [DeliveryLedger(consumer=consumer, keys=" ".join(keys), updated_at=timezone.now())],
+            update_conflicts=True,
+            unique_fields=["consumer"],
+            update_fields=["keys", "updated_at"],
+        )
+
+    def committed(self) -> set[str]:
+        """The keys of every consumer's last committed batch."""
+        return {key for keys in self.values_list("keys", flat=True) for key in keys.split()}
+
+    def prune(self, before: datetime) -> int:
+        return self.filter(updated_at__lt=before).delete()[0]
+
+
+class DeliveryLedger(models.Model):
+    """What one RabbitMQ consumer's last committed batch held: a digest of each message
+    (monitor.amqp.delivery_key). RabbitMQ gives messages no stable id, and a consumer killed
+    between its commit and its acknowledgement has that batch delivered again, flagged
+    redelivered, maybe to another consumer: a redelivered message whose digest is in any
+    consumer's ledger was stored. One row per consumer process."""
+
+    consumer = models.CharField(max_length=255, unique=True, help_text="host:pid:random.")
+    keys = models.TextField(help_text="Space-separated message digests.")
+    updated_at = models.DateTimeField()
+
+    objects = DeliveryLedgerQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return f"{self.consumer} at {self.updated_at:%Y-%m-%d %H:%M:%S}"
+
+
 class BrokerStatQuerySet(models.QuerySet["BrokerStat"]):
     def latest_values(self) -> dict[str, str]:
         """{"$SYS/broker/version": "mosquitto version 2.0.11", ...}."""

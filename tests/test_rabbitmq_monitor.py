@@ -18,12 +18,15 @@ import pika.exceptions
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 
 from brokerauth.acl import Access
 from brokerauth.models import Account, AuthEvent, Rule
+from brokerauth.rabbitmq import mqtt_topic
 from monitor import amqp
 from monitor.account import ensure_rules
-from monitor.models import Client, Reading, Session
+from monitor.ingest import Ingest
+from monitor.models import Client, DeliveryLedger, Reading, Session
 from rabbitmq.cluster import Cluster
 from tests.brokers import ROOT, free_port, wait_for
 from tests.conftest import DEVICE_PASSWORD, Connect
@@ -175,6 +178,25 @@ def test_a_lagging_list_overrules_no_event_younger_than_the_grace() -> None:
     # Still listed after its closed event: not opened again.
     assert connections.reconcile([opened], closed.at + timedelta(seconds=2)) == (0, 0)
     assert not Client.objects.get(client_id="dev-1").online
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_committed_but_not_acknowledged_is_not_stored_twice() -> None:
+    # Consumer A commits a batch and dies before its acknowledgement reaches RabbitMQ, which
+    # delivers the batch again, flagged redelivered, to consumer B.
+    now = timezone.now()
+    messages = [("devices.dev-1.telemetry", f'{{"seq": {n}}}'.encode()) for n in range(5)]
+    first = Ingest(consumer="host:1:a")
+    for key, body in messages[:3]:
+        first.handle_message(mqtt_topic(key), body, now, key=amqp.delivery_key(key, body))
+    assert first.flush() == 3
+    second = Ingest(consumer="host:2:b")
+    for key, body in messages:  # the first three again, then two never stored
+        digest = amqp.delivery_key(key, body)
+        second.handle_message(mqtt_topic(key), body, now, dup=True, key=digest)
+    assert second.flush() == 2
+    assert sorted(readings("dev-1")) == [0, 1, 2, 3, 4]
+    assert DeliveryLedger.objects.count() == 2
 
 
 @pytest.mark.django_db
