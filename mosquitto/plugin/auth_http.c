@@ -50,6 +50,7 @@ struct cache_entry {
 	uint64_t hash;
 	time_t expires;      /* fresh until then (the TTL) */
 	time_t stale_until;  /* reused while the backend fails until then (stale-if-error) */
+	time_t used;         /* last answered from or confirmed by the backend: eviction order */
 	enum verdict verdict;
 };
 
@@ -357,16 +358,39 @@ static void cache_clear(struct cache *c)
 	c->count = 0;
 }
 
-static void cache_purge_expired(struct cache *c, time_t now)
+/* Drop the entries `gone` says so of. */
+static void cache_drop_if(struct cache *c, bool (*gone)(const struct cache_entry *, time_t), time_t t)
 {
 	for(size_t i = 0; i < CACHE_BUCKETS; i++){
 		struct cache_entry **pp = &c->buckets[i];
 		while(*pp){
 			struct cache_entry *e = *pp;
-			if(e->stale_until <= now){ *pp = e->next; free(e->key); free(e); c->count--; }
+			if(gone(e, t)){ *pp = e->next; free(e->key); free(e); c->count--; }
 			else pp = &e->next;
 		}
 	}
+}
+
+static bool past_stale(const struct cache_entry *e, time_t now) { return e->stale_until <= now; }
+static bool used_by(const struct cache_entry *e, time_t cutoff) { return e->used <= cutoff; }
+
+/* Make room in a full cache: entries past their stale age first, then the half used least
+ * recently. Emptying it all would also throw away the decisions that stale-if-error keeps
+ * for the fleet, whenever anyone (a client asking about many topics) fills the cache. */
+static void cache_make_room(struct cache *c, time_t now)
+{
+	cache_drop_if(c, past_stale, now);
+	if(c->count < c->max_entries) return;
+	time_t oldest = now, newest = 0;
+	for(size_t i = 0; i < CACHE_BUCKETS; i++){
+		for(const struct cache_entry *e = c->buckets[i]; e; e = e->next){
+			if(e->used < oldest) oldest = e->used;
+			if(e->used > newest) newest = e->used;
+		}
+	}
+	cache_drop_if(c, used_by, oldest + (newest - oldest) / 2);
+	/* All used within the same second: nothing tells them apart. */
+	if(c->count >= c->max_entries) cache_clear(c);
 }
 
 /* The decision for `k`: fresh within its TTL, stale within stale-if-error (an entry past both
@@ -385,6 +409,7 @@ static struct cached cache_get(struct cache *c, const struct keybuf *k)
 				out.found = true;
 				out.fresh = e->expires > now;
 				out.verdict = e->verdict;
+				if(out.fresh) e->used = now;
 				return out;
 			}
 			*pp = e->next; free(e->key); free(e); c->count--;
@@ -402,11 +427,7 @@ static void cache_put(struct cache *c, const struct keybuf *k, enum verdict v, l
 	if(ttl < 0) ttl = 0;
 	if((ttl <= 0 && stale <= 0) || v == V_ERROR || k->off) return;
 	time_t now = now_s();
-	if(c->count >= c->max_entries){
-		cache_purge_expired(c, now);
-		/* Still full: drop everything rather than grow without bound. */
-		if(c->count >= c->max_entries) cache_clear(c);
-	}
+	if(c->count >= c->max_entries) cache_make_room(c, now);
 	struct cache_entry *e = calloc(1, sizeof(*e));
 	if(!e) return;
 	e->key = malloc(k->len ? k->len : 1);
@@ -416,6 +437,7 @@ static void cache_put(struct cache *c, const struct keybuf *k, enum verdict v, l
 	e->hash = fnv1a(k->data, k->len);
 	e->expires = now + ttl;
 	e->stale_until = now + ttl + stale;
+	e->used = now;
 	e->verdict = v;
 	size_t b = e->hash % CACHE_BUCKETS;
 	/* Replace an existing (expired) entry with the same key. */
