@@ -3,21 +3,23 @@
     .venv/bin/python -m bench.broker_faults [--seconds 30] [--devices 50] [--rate 10]
         [--flood 2000] [--legacy]
 
-One broker rendered from mosquitto/mosquitto.conf.template with the project's plugin at its
+Brokers rendered from mosquitto/mosquitto.conf.template with the project's plugin at its
 shipped defaults (cache TTL 5 s, http_timeout 2 s, breaker 1 s doubling to 30 s,
 cache_stale_if_error 300 s, 20 refused logins per address per minute), Django under Gunicorn
 (web/gunicorn.conf.py, -w 2) on a scratch SQLite database under var/bench/faults.
 
 --devices mosquitto_pub -l processes (one account each, own topic, QoS 1) each send --rate
 messages a second, every line carrying the time it was written, to one mosquitto_sub; for
---seconds, in three runs on the same broker, one after the other:
-  (a) steady:  nothing else happens;
+--seconds, in runs one after the other:
+  (a0) native: Mosquitto's own password_file and acl_file, no plugin: the floor of this
+               harness on this machine;
+  (a) steady:  the plugin, nothing else happens;
   (b) flood:   --flood CONNECTs with unknown usernames arrive over TLS from 127.0.0.2
                (4 threads, as fast as they go), the devices connect from 127.0.0.1;
   (c) frozen:  the web app's processes are SIGSTOPped one second in, for --seconds, then
                SIGCONTed; the run ends when every message is in.
-With --legacy, (d) repeats (c) with the breaker and stale-if-error off (what the plugin did
-before): the first expired decision waits out the timeout and drops its client.
+With --legacy, (d) and (e) repeat (b) and (c) on a broker with the breaker, stale-if-error and
+the limiter off (what the plugin did before).
 Throughput = messages delivered / (last delivery - first send); latency = delivery time minus
 the time written into the message. Ratios are against (a) of the same invocation.
 """
@@ -42,7 +44,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.broker_throughput import (
+    ACL_FILE,
     PY,
+    BrokerConfig,
     await_connected,
     connect_packet,
     django_env,
@@ -50,6 +54,7 @@ from bench.broker_throughput import (
     render_broker,
     started,
     wait_port,
+    write_password_file,
 )
 from bench.broker_throughput import Fleet as Accounts
 from tests.brokers import PLUGIN, ROOT, free_port, make_certs
@@ -57,6 +62,11 @@ from web import secretfile
 
 PASSWORD = "bench device password"  # bench.broker_throughput's SEED gives every account this
 RUN_TIMEOUT = 300.0
+# What the plugin did before: no breaker, no stale-if-error, no limiter.
+LEGACY_OPTIONS = (
+    "plugin_opt_breaker_min_interval 0\nplugin_opt_cache_stale_if_error 0\n"
+    "plugin_opt_limit_address_failures 0\nplugin_opt_limit_username_failures 0\n"
+)
 # Latencies of messages written in the first second are left out: the first message of each
 # device and to the subscriber costs an ACL check on the backend (100 in a row for 50 devices),
 # a cold start that is not what the runs compare. The flood starts after it.
@@ -251,12 +261,41 @@ def freeze(web: subprocess.Popen[bytes], after: float, seconds: float) -> None:
         os.killpg(web.pid, signal.SIGCONT)
 
 
+def one_run(
+    name: str,
+    broker: BrokerConfig,
+    certs: Path,
+    accounts: Accounts,
+    args: argparse.Namespace,
+    web: subprocess.Popen[bytes],
+    fault: str | None,
+) -> Run:
+    log = broker.workdir / "mosquitto.log"
+    if fault == "freeze":
+        freezer = threading.Thread(target=freeze, args=(web, WARMUP, args.seconds))
+        run = run_fleet(name, broker.port, certs, accounts, args, log, freezer)
+        run.note = f"web frozen {args.seconds:g} s from {WARMUP:g} s in"
+        return run
+    if fault == "flood":
+        tally: dict[str, float] = {}
+        flooder = threading.Thread(
+            target=flood, args=(broker.port, certs, args.flood, args.flood_threads, tally)
+        )
+        run = run_fleet(name, broker.port, certs, accounts, args, log, flooder)
+        run.note = (
+            f"{tally.get('refused', 0):.0f} refused, {tally.get('other', 0):.0f} other, "
+            f"in {tally.get('seconds', 0):.1f} s"
+        )
+        return run
+    return run_fleet(name, broker.port, certs, accounts, args, log)
+
+
 def report(runs: list[Run], args: argparse.Namespace) -> str:
-    base = runs[0]
+    base = next((run for run in runs if run.name == "a-steady"), runs[0])
     out = [
         f"{args.devices} devices x {args.rate:g} msg/s at QoS 1 for {args.seconds:g} s per run",
         "",
-        "| run | sent | delivered | msg/s | ratio to (a) | p50 ms | p99 ms | max ms | note |",
+        "| run | sent | delivered | msg/s | ratio to a-steady | p50 ms | p99 ms | max ms | note |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for run in runs:
@@ -295,14 +334,24 @@ def main() -> int:
     prepare_django(var, env, accounts)
     http_port = free_port()
     ttl = args.cache_ttl
-    brokers = {"shipped": render_broker("shipped", var, certs, http_port, secret, ttl)}
+    write_password_file(var / "passwords", accounts)
+    (var / "acl").write_text(ACL_FILE)
+    brokers = {
+        "files": render_broker("files", var, certs, http_port, secret, 0),
+        "shipped": render_broker("shipped", var, certs, http_port, secret, ttl),
+    }
     if args.legacy:
         legacy = render_broker("legacy", var, certs, http_port, secret, ttl)
         with legacy.conf.open("a") as conf:
-            conf.write("plugin_opt_breaker_min_interval 0\nplugin_opt_cache_stale_if_error 0\n")
+            conf.write(LEGACY_OPTIONS)
         brokers["legacy"] = legacy
     gunicorn = [PY, "-m", "gunicorn", "-c", str(ROOT / "web" / "gunicorn.conf.py")]
     gunicorn += ["-b", f"127.0.0.1:{http_port}", "-w", str(args.workers)]
+    plan: list[tuple[str, str, str | None]] = [("a0-native", "files", None)]
+    plan += [("a-steady", "shipped", None)]
+    plan += [("b-flood", "shipped", "flood"), ("c-frozen", "shipped", "freeze")]
+    if args.legacy:
+        plan += [("d-flood-legacy", "legacy", "flood"), ("e-frozen-legacy", "legacy", "freeze")]
     runs: list[Run] = []
     with ExitStack() as stack:
         log = stack.enter_context((var / "gunicorn.log").open("wb"))
@@ -320,35 +369,15 @@ def main() -> int:
                 )
             )
             wait_port(broker.port, proc, f"mosquitto ({broker.name})")
-        shipped = brokers["shipped"]
-        blog = shipped.workdir / "mosquitto.log"
-        print("(a) steady", file=sys.stderr, flush=True)
-        runs.append(run_fleet("a-steady", shipped.port, certs, accounts, args, blog))
-        print("(b) flood", file=sys.stderr, flush=True)
-        tally: dict[str, float] = {}
-        flooder = threading.Thread(
-            target=flood, args=(shipped.port, certs, args.flood, args.flood_threads, tally)
-        )
-        runs.append(run_fleet("b-flood", shipped.port, certs, accounts, args, blog, flooder))
-        runs[-1].note = (
-            f"{tally.get('refused', 0):.0f} refused, {tally.get('other', 0):.0f} other, "
-            f"in {tally.get('seconds', 0):.1f} s"
-        )
-        frozen = [("c-frozen", "shipped"), ("d-frozen-legacy", "legacy")]
-        for name, config in frozen:
-            if config not in brokers:
-                continue
-            broker = brokers[config]
+        for name, config, fault in plan:
             print(f"({name})", file=sys.stderr, flush=True)
-            freezer = threading.Thread(target=freeze, args=(web, 1.0, args.seconds))
-            log_path = broker.workdir / "mosquitto.log"
-            runs.append(run_fleet(name, broker.port, certs, accounts, args, log_path, freezer))
-            runs[-1].note = f"web frozen {args.seconds:g} s from 1 s in"
+            runs.append(one_run(name, brokers[config], certs, accounts, args, web, fault))
     version = subprocess.run(["mosquitto", "-h"], capture_output=True, text=True).stdout
     print(f"# {version.splitlines()[0]}; {os.cpu_count()} cores; {platform.platform()}")
     print(f"# load average after the run: {os.getloadavg()}")
     print(report(runs, args))
-    limiter = [line for line in blog.read_text().splitlines() if "refusing logins" in line]
+    shipped_log = brokers["shipped"].workdir / "mosquitto.log"
+    limiter = [line for line in shipped_log.read_text().splitlines() if "refusing logins" in line]
     print(f"\nlimiter: {limiter[:1]}")
     return 0
 
