@@ -14,6 +14,7 @@ messages a second, every line carrying the time it was written, to one mosquitto
   (a0) native: Mosquitto's own password_file and acl_file, no plugin: the floor of this
                harness on this machine;
   (a) steady:  the plugin, nothing else happens;
+  (b0) the flood of (b) against (a0): what the TLS handshakes cost without any plugin;
   (b) flood:   --flood CONNECTs with unknown usernames arrive over TLS from 127.0.0.2
                (4 threads, as fast as they go), the devices connect from 127.0.0.1;
   (c) frozen:  the web app's processes are SIGSTOPped one second in, for --seconds, then
@@ -349,7 +350,8 @@ def main() -> int:
     gunicorn += ["-b", f"127.0.0.1:{http_port}", "-w", str(args.workers)]
     plan: list[tuple[str, str, str | None]] = [("a0-native", "files", None)]
     plan += [("a-steady", "shipped", None)]
-    plan += [("b-flood", "shipped", "flood"), ("c-frozen", "shipped", "freeze")]
+    plan += [("b0-flood-native", "files", "flood"), ("b-flood", "shipped", "flood")]
+    plan += [("c-frozen", "shipped", "freeze")]
     if args.legacy:
         plan += [("d-flood-legacy", "legacy", "flood"), ("e-frozen-legacy", "legacy", "freeze")]
     runs: list[Run] = []

@@ -48,9 +48,10 @@ struct cache_entry {
 	unsigned char *key;
 	size_t key_len;
 	uint64_t hash;
-	time_t expires;      /* fresh until then (the TTL) */
-	time_t stale_until;  /* reused while the backend fails until then (stale-if-error) */
-	time_t used;         /* last answered from or confirmed by the backend: eviction order */
+	/* Monotonic milliseconds (now_ms). */
+	int64_t expires;     /* fresh until then (the TTL) */
+	int64_t stale_until; /* reused while the backend fails until then (stale-if-error) */
+	int64_t used;        /* last answered from or confirmed by the backend: eviction order */
 	enum verdict verdict;
 };
 
@@ -348,6 +349,13 @@ static time_t now_s(void)
 	return ts.tv_sec;
 }
 
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void cache_clear(struct cache *c)
 {
 	for(size_t i = 0; i < CACHE_BUCKETS; i++){
@@ -359,7 +367,7 @@ static void cache_clear(struct cache *c)
 }
 
 /* Drop the entries `gone` says so of. */
-static void cache_drop_if(struct cache *c, bool (*gone)(const struct cache_entry *, time_t), time_t t)
+static void cache_drop_if(struct cache *c, bool (*gone)(const struct cache_entry *, int64_t), int64_t t)
 {
 	for(size_t i = 0; i < CACHE_BUCKETS; i++){
 		struct cache_entry **pp = &c->buckets[i];
@@ -371,17 +379,17 @@ static void cache_drop_if(struct cache *c, bool (*gone)(const struct cache_entry
 	}
 }
 
-static bool past_stale(const struct cache_entry *e, time_t now) { return e->stale_until <= now; }
-static bool used_by(const struct cache_entry *e, time_t cutoff) { return e->used <= cutoff; }
+static bool past_stale(const struct cache_entry *e, int64_t now) { return e->stale_until <= now; }
+static bool used_by(const struct cache_entry *e, int64_t cutoff) { return e->used <= cutoff; }
 
 /* Make room in a full cache: entries past their stale age first, then the half used least
  * recently. Emptying it all would also throw away the decisions that stale-if-error keeps
  * for the fleet, whenever anyone (a client asking about many topics) fills the cache. */
-static void cache_make_room(struct cache *c, time_t now)
+static void cache_make_room(struct cache *c, int64_t now)
 {
 	cache_drop_if(c, past_stale, now);
 	if(c->count < c->max_entries) return;
-	time_t oldest = now, newest = 0;
+	int64_t oldest = now, newest = 0;
 	for(size_t i = 0; i < CACHE_BUCKETS; i++){
 		for(const struct cache_entry *e = c->buckets[i]; e; e = e->next){
 			if(e->used < oldest) oldest = e->used;
@@ -389,7 +397,7 @@ static void cache_make_room(struct cache *c, time_t now)
 		}
 	}
 	cache_drop_if(c, used_by, oldest + (newest - oldest) / 2);
-	/* All used within the same second: nothing tells them apart. */
+	/* All used within the same millisecond: nothing tells them apart. */
 	if(c->count >= c->max_entries) cache_clear(c);
 }
 
@@ -400,7 +408,7 @@ static struct cached cache_get(struct cache *c, const struct keybuf *k)
 	struct cached out = {false, false, V_ERROR};
 	if(k->off) return out;
 	uint64_t h = fnv1a(k->data, k->len);
-	time_t now = now_s();
+	int64_t now = now_ms();
 	struct cache_entry **pp = &c->buckets[h % CACHE_BUCKETS];
 	while(*pp){
 		struct cache_entry *e = *pp;
@@ -426,7 +434,7 @@ static void cache_put(struct cache *c, const struct keybuf *k, enum verdict v, l
 {
 	if(ttl < 0) ttl = 0;
 	if((ttl <= 0 && stale <= 0) || v == V_ERROR || k->off) return;
-	time_t now = now_s();
+	int64_t now = now_ms();
 	if(c->count >= c->max_entries) cache_make_room(c, now);
 	struct cache_entry *e = calloc(1, sizeof(*e));
 	if(!e) return;
@@ -435,8 +443,12 @@ static void cache_put(struct cache *c, const struct keybuf *k, enum verdict v, l
 	memcpy(e->key, k->data, k->len);
 	e->key_len = k->len;
 	e->hash = fnv1a(k->data, k->len);
-	e->expires = now + ttl;
-	e->stale_until = now + ttl + stale;
+	/* Up to a fifth off the TTL, by key: decisions made together (a fleet's first messages
+	 * after a restart) would otherwise expire together, and their refreshes, each an HTTP
+	 * call that blocks the event loop, would come in one burst every TTL. */
+	int64_t ttl_ms = (int64_t)ttl * 1000;
+	e->expires = now + ttl_ms - (int64_t)(e->hash % (uint64_t)(ttl_ms / 5 + 1));
+	e->stale_until = now + ttl_ms + (int64_t)stale * 1000;
 	e->used = now;
 	e->verdict = v;
 	size_t b = e->hash % CACHE_BUCKETS;
