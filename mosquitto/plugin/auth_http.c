@@ -707,11 +707,13 @@ static enum verdict fallback(struct plugin_state *st, const struct cached *known
 }
 
 /* Ask the backend about a key the cache had no fresh decision for (`known`: a stale one or
- * nothing). The answer is cached unless it is an error; an error opens the breaker. */
+ * nothing). The answer is cached unless it is an error; an error opens the breaker.
+ * *answered (if given) says whether the verdict is the backend's own, not a fallback. */
 static enum verdict ask(struct plugin_state *st, struct cache *cache, long ttl,
 		const struct keybuf *key, const struct cached *known, const char *url, const char *what,
-		const struct field *f, size_t n, bool *limit_username)
+		const struct field *f, size_t n, bool *limit_username, bool *answered)
 {
+	if(answered) *answered = false;
 	if(!breaker_allows(&st->breaker)){
 		log_breaker(st);
 		return fallback(st, known);
@@ -724,6 +726,7 @@ static enum verdict ask(struct plugin_state *st, struct cache *cache, long ttl,
 		return fallback(st, known);
 	}
 	cache_put(cache, key, v, ttl, st->cfg.stale_if_error);
+	if(answered) *answered = true;
 	return v;
 }
 
@@ -734,7 +737,7 @@ static enum verdict decide(struct plugin_state *st, struct cache *cache, long tt
 {
 	struct cached known = cache_get(cache, key);
 	if(known.found && known.fresh) return known.verdict;
-	return ask(st, cache, ttl, key, &known, url, what, f, n, NULL);
+	return ask(st, cache, ttl, key, &known, url, what, f, n, NULL, NULL);
 }
 
 /* Whether a login that the cache cannot answer may be asked of the backend: not from an
@@ -808,10 +811,11 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 					LOG_MAX, ed->username, address ? address : "?");
 			return MOSQ_ERR_AUTH;
 		}
-		bool limit_username = true;
+		bool limit_username = true, answered = false;
 		v = ask(st, &st->login_cache, st->cfg.login_ttl, &key, &known, st->cfg.getuser_url,
-				"user", f, 4, &limit_username);
-		login_counted(st, v, address, ed->username, limit_username, now);
+				"user", f, 4, &limit_username, &answered);
+		/* A stale denial reused during an outage is not a new failure. */
+		if(answered) login_counted(st, v, address, ed->username, limit_username, now);
 	}
 	switch(v){
 	case V_ALLOW:
