@@ -101,6 +101,7 @@ class Broker:
     # Extra environment for the broker process (LD_PRELOAD and ASAN_OPTIONS for the ASan build).
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
+    _log_start: int = 0
 
     @property
     def ca_file(self) -> Path:
@@ -149,6 +150,7 @@ class Broker:
 
     def start(self) -> Broker:
         conf = self.render()
+        self._log_start = self.log_file.stat().st_size if self.log_file.exists() else 0
         self.process = subprocess.Popen(
             ["mosquitto", "-c", str(conf)],
             stdout=subprocess.DEVNULL,
@@ -161,11 +163,22 @@ class Broker:
     def _accepting(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
             raise RuntimeError(f"mosquitto exited: {self.log_tail()}")
+        # Mosquitto listens before it loads the TLS files, and a broker that then fails still
+        # accepts connections while it shuts down: only its "running" line says it started.
+        if not self._logged_running():
+            return False
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                 return True
         except OSError:
             return False
+
+    def _logged_running(self) -> bool:
+        if not self.log_file.exists():
+            return False
+        with self.log_file.open("rb") as log:
+            log.seek(self._log_start)
+            return b" running" in log.read()
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -220,7 +233,8 @@ class NativeBroker(Broker):
             f"password_file {self.password_file}\n"
             f"acl_file {self.acl_file}\n"
             f"log_dest file {self.log_file}\n"
-            "log_type error\nlog_type warning\nlog_type notice\n"
+            # information: the "running" line that start() waits for.
+            "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
             "persistence false\n"
             f"sys_interval {self.sys_interval}\n"
         )
