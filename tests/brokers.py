@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import queue
+import signal
 import socket
 import ssl
 import subprocess
@@ -32,6 +33,7 @@ SUBACK_FAILURE = 0x80
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = ROOT / "mosquitto" / "plugin" / "auth_http.so"
+ASAN_PLUGIN = ROOT / "mosquitto" / "plugin" / "auth_http_asan.so"
 TEMPLATE = ROOT / "mosquitto" / "mosquitto.conf.template"
 
 
@@ -119,11 +121,16 @@ class Broker:
     port: int = field(default_factory=free_port)
     sys_interval: int = 1
     cache_ttl: int = 0
-    http_timeout: int = 5
+    http_timeout: float = 2
     # Started as root, Mosquitto drops to this user before it opens anything but its config.
     user: str = field(default_factory=current_user)
     plugin: Path = PLUGIN
+    # More `plugin_opt_NAME value` lines (breaker, limiter, stale-if-error), after the template's.
+    plugin_options: dict[str, Any] = field(default_factory=dict)
+    # Extra environment for the broker process (LD_PRELOAD and ASAN_OPTIONS for the ASan build).
+    env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
+    _log_start: int = 0
 
     @property
     def ca_file(self) -> Path:
@@ -164,14 +171,20 @@ class Broker:
             ],
             check=True,
         )
+        if self.plugin_options:
+            # One plugin in the file: its options may come anywhere after its `plugin` line.
+            with conf.open("a") as out:
+                out.writelines(f"plugin_opt_{k} {v}\n" for k, v in self.plugin_options.items())
         return conf
 
     def start(self) -> Broker:
         conf = self.render()
+        self._log_start = self.log_file.stat().st_size if self.log_file.exists() else 0
         self.process = subprocess.Popen(
             ["mosquitto", "-c", str(conf)],
             stdout=subprocess.DEVNULL,
             stderr=open(self.workdir / "mosquitto.stderr", "ab"),  # noqa: SIM115
+            env={**os.environ, **self.env},
         )
         wait_for(self._accepting, timeout=10, what=f"mosquitto on port {self.port}")
         return self
@@ -179,9 +192,20 @@ class Broker:
     def _accepting(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
             raise RuntimeError(f"mosquitto exited: {self.log_tail()}")
-        # A port that accepts is not enough: free_port() races with every other test that
+        # Mosquitto listens before it loads the TLS files, and a broker that then fails still
+        # accepts connections while it shuts down: only its "running" line says it started.
+        # And a port that accepts is not enough: free_port() races with every other test that
         # picks one, so the listener must be this broker's own socket.
+        if not self._logged_running():
+            return False
         return self.process is not None and listens(self.process.pid, self.port)
+
+    def _logged_running(self) -> bool:
+        if not self.log_file.exists():
+            return False
+        with self.log_file.open("rb") as log:
+            log.seek(self._log_start)
+            return b" running" in log.read()
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -236,7 +260,8 @@ class NativeBroker(Broker):
             f"password_file {self.password_file}\n"
             f"acl_file {self.acl_file}\n"
             f"log_dest file {self.log_file}\n"
-            "log_type error\nlog_type warning\nlog_type notice\n"
+            # information: the "running" line that start() waits for.
+            "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
             "persistence false\n"
             f"sys_interval {self.sys_interval}\n"
         )
@@ -256,6 +281,7 @@ class MqttSession:
         ca_file: Path | None = None,
         tls: bool = True,
         reconnect_delay: float = 0.1,
+        bind_address: str = "",
     ) -> None:
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol
@@ -270,6 +296,8 @@ class MqttSession:
                 ca_certs=str(ca_file or broker.ca_file), cert_reqs=ssl.CERT_REQUIRED
             )
         self.broker = broker
+        # A source address of its own (127.0.0.2, ...): another "host" for the login limiter.
+        self.bind_address = bind_address
         self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self.connack: ReasonCode | None = None
         self.disconnected = threading.Event()
@@ -305,6 +333,7 @@ class MqttSession:
             "127.0.0.1",
             self.broker.port,
             keepalive=30,
+            bind_address=self.bind_address,
             clean_start=clean_start,
             properties=properties,
         )
@@ -383,3 +412,79 @@ class MqttSession:
             self.client.disconnect()
             self.disconnected.wait(5)
         self.client.loop_stop()
+
+
+@dataclass
+class Web:
+    """The web app under Gunicorn in a process group of its own, on the test's database, so
+    that a test can freeze it (SIGSTOP), thaw it, kill it and start it again."""
+
+    workdir: Path
+    database_url: str
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Web:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "DATABASE_URL": self.database_url,
+            "GUNICORN_BIND": f"127.0.0.1:{self.port}",
+            "WEB_CONCURRENCY": "1",
+            "LOG_TO_FILE": "0",
+        }
+        with (self.workdir / "gunicorn.log").open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", "web/gunicorn.conf.py"],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # master and workers: one group to stop and kill
+            )
+        wait_for(self._answering, 30, f"gunicorn on port {self.port}")
+        return self
+
+    def _answering(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited: {self.log_tail()}")
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"GET /status/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                sock.settimeout(2)
+                return sock.recv(12).startswith(b"HTTP/1.")
+        except OSError:
+            return False
+
+    def _signal(self, signum: int) -> None:
+        assert self.process is not None
+        os.killpg(self.process.pid, signum)
+
+    def freeze(self) -> None:
+        self._signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL, every process of the group: no graceful shutdown, sockets reset."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self._signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self._signal(signal.SIGCONT)  # a frozen master would never see the SIGTERM
+        self._signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._signal(signal.SIGKILL)
+            self.process.wait()
+
+    def log_tail(self, lines: int = 30) -> str:
+        path = self.workdir / "gunicorn.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])

@@ -24,6 +24,9 @@
 #include <mosquitto_broker.h>
 #include <mosquitto_plugin.h>
 
+#include "breaker.h"
+#include "limiter.h"
+
 #define LOG_PREFIX "auth_http: "
 #define STR_(x) #x
 #define STR(x) STR_(x)
@@ -45,7 +48,17 @@ struct cache_entry {
 	unsigned char *key;
 	size_t key_len;
 	uint64_t hash;
-	time_t expires;
+	/* Monotonic milliseconds (now_ms). */
+	int64_t expires;     /* fresh until then (the TTL) */
+	int64_t stale_until; /* reused while the backend fails until then (stale-if-error) */
+	int64_t used;        /* last answered from or confirmed by the backend: eviction order */
+	enum verdict verdict;
+};
+
+/* What the cache knows about a key: nothing, a fresh decision, or a stale one. */
+struct cached {
+	bool found;
+	bool fresh;
 	enum verdict verdict;
 };
 
@@ -71,11 +84,19 @@ struct config {
 	char *ca_file;
 	enum params_mode params;
 	enum response_mode response;
-	long timeout;
+	double timeout;          /* seconds, the whole request */
+	double connect_timeout;  /* seconds, the TCP (and TLS) connect */
 	bool with_tls;
 	bool verify_peer;
 	long login_ttl;
 	long acl_ttl;
+	long stale_if_error;     /* seconds a decision outlives its TTL while the backend fails */
+	double breaker_min;      /* seconds; 0: no breaker */
+	double breaker_max;
+	long limit_address;      /* refused logins per source address per window; 0: off */
+	long limit_username;     /* the same per username (when the backend's hint allows) */
+	long limit_window;
+	long limit_max_entries;
 };
 
 struct plugin_state {
@@ -85,6 +106,11 @@ struct plugin_state {
 	struct curl_slist *headers; /* the same for every call: built once */
 	struct cache login_cache;
 	struct cache acl_cache;
+	struct breaker breaker;
+	struct limiter address_limiter;
+	struct limiter username_limiter;
+	unsigned long stale_served; /* decisions reused while the backend failed, for the log */
+	bool breaker_started;
 };
 
 static struct plugin_state *g_state;
@@ -101,6 +127,19 @@ static bool parse_long(const char *key, const char *v, long min, long *out)
 	char *end = NULL;
 	long n = strtol(v, &end, 10);
 	if(!*v || *end || n < min){
+		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "invalid value for %s: '%s'", key, v);
+		return false;
+	}
+	*out = n;
+	return true;
+}
+
+/* Seconds, decimals allowed ("1.5"); at least `min`. */
+static bool parse_seconds(const char *key, const char *v, double min, double *out)
+{
+	char *end = NULL;
+	double n = strtod(v, &end);
+	if(!*v || *end || !(n >= min) || n > 86400){
 		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "invalid value for %s: '%s'", key, v);
 		return false;
 	}
@@ -172,10 +211,18 @@ static int config_load(struct plugin_state *st, struct mosquitto_opt *opts, int 
 
 	c->params = PARAMS_JSON;
 	c->response = RESP_STATUS;
-	c->timeout = 5;
+	c->timeout = 2;
+	c->connect_timeout = 1;
 	c->verify_peer = false;
 	c->login_ttl = 0;
 	c->acl_ttl = 0;
+	c->stale_if_error = 300;
+	c->breaker_min = 1;
+	c->breaker_max = 30;
+	c->limit_address = 20;
+	c->limit_username = 10;
+	c->limit_window = 60;
+	c->limit_max_entries = 10000;
 	long max_entries = 10000;
 
 	for(int i = 0; i < count; i++){
@@ -200,7 +247,23 @@ static int config_load(struct plugin_state *st, struct mosquitto_opt *opts, int 
 			else if(!strcasecmp(v, "text")) c->response = RESP_TEXT;
 			else { mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "http_response_mode must be status, json or text"); return MOSQ_ERR_INVAL; }
 		}else if(!strcmp(k, "http_timeout")){
-			if(!parse_long(k, v, 1, &c->timeout)) return MOSQ_ERR_INVAL;
+			if(!parse_seconds(k, v, 0.001, &c->timeout)) return MOSQ_ERR_INVAL;
+		}else if(!strcmp(k, "http_connect_timeout")){
+			if(!parse_seconds(k, v, 0.001, &c->connect_timeout)) return MOSQ_ERR_INVAL;
+		}else if(!strcmp(k, "cache_stale_if_error")){
+			if(!parse_long(k, v, 0, &c->stale_if_error)) return MOSQ_ERR_INVAL;
+		}else if(!strcmp(k, "breaker_min_interval")){
+			if(!parse_seconds(k, v, 0, &c->breaker_min)) return MOSQ_ERR_INVAL;
+		}else if(!strcmp(k, "breaker_max_interval")){
+			if(!parse_seconds(k, v, 0, &c->breaker_max)) return MOSQ_ERR_INVAL;
+		}else if(!strcmp(k, "limit_address_failures")){
+			if(!parse_long(k, v, 0, &c->limit_address)) return MOSQ_ERR_INVAL;
+		}else if(!strcmp(k, "limit_username_failures")){
+			if(!parse_long(k, v, 0, &c->limit_username)) return MOSQ_ERR_INVAL;
+		}else if(!strcmp(k, "limit_window")){
+			if(!parse_long(k, v, 1, &c->limit_window)) return MOSQ_ERR_INVAL;
+		}else if(!strcmp(k, "limit_max_entries")){
+			if(!parse_long(k, v, 1, &c->limit_max_entries)) return MOSQ_ERR_INVAL;
 		}else if(!strcmp(k, "cache_login_ttl")){
 			if(!parse_long(k, v, 0, &c->login_ttl)) return MOSQ_ERR_INVAL;
 		}else if(!strcmp(k, "cache_acl_ttl")){
@@ -236,6 +299,12 @@ static int config_load(struct plugin_state *st, struct mosquitto_opt *opts, int 
 
 	st->login_cache.max_entries = (size_t)max_entries;
 	st->acl_cache.max_entries = (size_t)max_entries;
+	/* A connect that may take longer than the whole request makes no sense. */
+	if(c->connect_timeout > c->timeout) c->connect_timeout = c->timeout;
+	limiter_init(&st->address_limiter, (unsigned long)c->limit_address, c->limit_window,
+			(size_t)c->limit_max_entries);
+	limiter_init(&st->username_limiter, (unsigned long)c->limit_username, c->limit_window,
+			(size_t)c->limit_max_entries);
 	return MOSQ_ERR_SUCCESS;
 }
 
@@ -245,7 +314,7 @@ static int config_load(struct plugin_state *st, struct mosquitto_opt *opts, int 
 struct keybuf {
 	unsigned char *data;
 	size_t len;
-	bool off; /* not cached: the cache is off (TTL 0) or the key is too long */
+	bool off; /* not cached: the cache is off (TTL 0, no stale-if-error) or the key is too long */
 };
 
 static void key_add(struct keybuf *k, const void *field, size_t flen)
@@ -280,6 +349,13 @@ static time_t now_s(void)
 	return ts.tv_sec;
 }
 
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void cache_clear(struct cache *c)
 {
 	for(size_t i = 0; i < CACHE_BUCKETS; i++){
@@ -290,45 +366,76 @@ static void cache_clear(struct cache *c)
 	c->count = 0;
 }
 
-static void cache_purge_expired(struct cache *c, time_t now)
+/* Drop the entries `gone` says so of. */
+static void cache_drop_if(struct cache *c, bool (*gone)(const struct cache_entry *, int64_t), int64_t t)
 {
 	for(size_t i = 0; i < CACHE_BUCKETS; i++){
 		struct cache_entry **pp = &c->buckets[i];
 		while(*pp){
 			struct cache_entry *e = *pp;
-			if(e->expires <= now){ *pp = e->next; free(e->key); free(e); c->count--; }
+			if(gone(e, t)){ *pp = e->next; free(e->key); free(e); c->count--; }
 			else pp = &e->next;
 		}
 	}
 }
 
-static bool cache_get(struct cache *c, const struct keybuf *k, enum verdict *out)
+static bool past_stale(const struct cache_entry *e, int64_t now) { return e->stale_until <= now; }
+static bool used_by(const struct cache_entry *e, int64_t cutoff) { return e->used <= cutoff; }
+
+/* Make room in a full cache: entries past their stale age first, then the half used least
+ * recently. Emptying it all would also throw away the decisions that stale-if-error keeps
+ * for the fleet, whenever anyone (a client asking about many topics) fills the cache. */
+static void cache_make_room(struct cache *c, int64_t now)
 {
-	if(k->off) return false;
+	cache_drop_if(c, past_stale, now);
+	if(c->count < c->max_entries) return;
+	int64_t oldest = now, newest = 0;
+	for(size_t i = 0; i < CACHE_BUCKETS; i++){
+		for(const struct cache_entry *e = c->buckets[i]; e; e = e->next){
+			if(e->used < oldest) oldest = e->used;
+			if(e->used > newest) newest = e->used;
+		}
+	}
+	cache_drop_if(c, used_by, oldest + (newest - oldest) / 2);
+	/* All used within the same millisecond: nothing tells them apart. */
+	if(c->count >= c->max_entries) cache_clear(c);
+}
+
+/* The decision for `k`: fresh within its TTL, stale within stale-if-error (an entry past both
+ * is dropped on the way). */
+static struct cached cache_get(struct cache *c, const struct keybuf *k)
+{
+	struct cached out = {false, false, V_ERROR};
+	if(k->off) return out;
 	uint64_t h = fnv1a(k->data, k->len);
-	time_t now = now_s();
+	int64_t now = now_ms();
 	struct cache_entry **pp = &c->buckets[h % CACHE_BUCKETS];
 	while(*pp){
 		struct cache_entry *e = *pp;
 		if(e->hash == h && e->key_len == k->len && !memcmp(e->key, k->data, k->len)){
-			if(e->expires > now){ *out = e->verdict; return true; }
+			if(e->stale_until > now || e->expires > now){
+				out.found = true;
+				out.fresh = e->expires > now;
+				out.verdict = e->verdict;
+				if(out.fresh) e->used = now;
+				return out;
+			}
 			*pp = e->next; free(e->key); free(e); c->count--;
-			return false;
+			return out;
 		}
 		pp = &e->next;
 	}
-	return false;
+	return out;
 }
 
-static void cache_put(struct cache *c, const struct keybuf *k, enum verdict v, long ttl)
+/* Keep a decision for `ttl` seconds, and `stale` seconds more for when the backend fails.
+ * With a TTL of 0 an entry is never fresh, only there for stale-if-error. */
+static void cache_put(struct cache *c, const struct keybuf *k, enum verdict v, long ttl, long stale)
 {
-	if(ttl <= 0 || v == V_ERROR || k->off) return;
-	time_t now = now_s();
-	if(c->count >= c->max_entries){
-		cache_purge_expired(c, now);
-		/* Still full: drop everything rather than grow without bound. */
-		if(c->count >= c->max_entries) cache_clear(c);
-	}
+	if(ttl < 0) ttl = 0;
+	if((ttl <= 0 && stale <= 0) || v == V_ERROR || k->off) return;
+	int64_t now = now_ms();
+	if(c->count >= c->max_entries) cache_make_room(c, now);
 	struct cache_entry *e = calloc(1, sizeof(*e));
 	if(!e) return;
 	e->key = malloc(k->len ? k->len : 1);
@@ -336,7 +443,13 @@ static void cache_put(struct cache *c, const struct keybuf *k, enum verdict v, l
 	memcpy(e->key, k->data, k->len);
 	e->key_len = k->len;
 	e->hash = fnv1a(k->data, k->len);
-	e->expires = now + ttl;
+	/* Up to a fifth off the TTL, by key: decisions made together (a fleet's first messages
+	 * after a restart) would otherwise expire together, and their refreshes, each an HTTP
+	 * call that blocks the event loop, would come in one burst every TTL. */
+	int64_t ttl_ms = (int64_t)ttl * 1000;
+	e->expires = now + ttl_ms - (int64_t)(e->hash % (uint64_t)(ttl_ms / 5 + 1));
+	e->stale_until = now + ttl_ms + (int64_t)stale * 1000;
+	e->used = now;
 	e->verdict = v;
 	size_t b = e->hash % CACHE_BUCKETS;
 	/* Replace an existing (expired) entry with the same key. */
@@ -444,9 +557,26 @@ static void log_backend_error(const char *fmt, ...)
 	suppressed = 0;
 }
 
-static enum verdict judge(const struct config *c, long status, const struct body_buf *b, const char *what)
+/* The hint of a refused login's JSON body: false when the backend says its failures must not
+ * count against the username (a secret nobody can guess online, a name nobody has). Any other
+ * body (go-auth backends, text) leaves the limiter on. */
+static bool limit_username_hint(const struct body_buf *b)
 {
-	if(status >= 400 && status < 500) return V_DENY;
+	if(!b->data || b->overflow) return true;
+	cJSON *root = cJSON_ParseWithLength(b->data, b->len);
+	const cJSON *hint = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "limit_username") : NULL;
+	bool limit = !cJSON_IsFalse(hint);
+	cJSON_Delete(root);
+	return limit;
+}
+
+static enum verdict judge(const struct config *c, long status, const struct body_buf *b, const char *what,
+		bool *limit_username)
+{
+	if(status >= 400 && status < 500){
+		if(limit_username) *limit_username = limit_username_hint(b);
+		return V_DENY;
+	}
 	if(status < 200 || status >= 300){
 		log_backend_error("%s check: backend answered HTTP %ld", what, status);
 		return V_ERROR;
@@ -474,7 +604,7 @@ static enum verdict judge(const struct config *c, long status, const struct body
 }
 
 static enum verdict http_check(struct plugin_state *st, const char *url, const char *what,
-		const struct field *f, size_t n)
+		const struct field *f, size_t n, bool *limit_username)
 {
 	const struct config *c = &st->cfg;
 	CURL *curl = st->curl;
@@ -500,7 +630,7 @@ static enum verdict http_check(struct plugin_state *st, const char *url, const c
 		v = V_ERROR;
 	}else{
 		curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-		v = judge(c, status, &body, what);
+		v = judge(c, status, &body, what, limit_username);
 	}
 
 	curl_easy_setopt(curl, CURLOPT_POSTFIELDS, NULL);
@@ -510,11 +640,11 @@ static enum verdict http_check(struct plugin_state *st, const char *url, const c
 	return v;
 }
 
-static int curl_setup(struct plugin_state *st)
+static int curl_setup(struct plugin_state *st, CURL *curl)
 {
 	const struct config *c = &st->cfg;
-	CURL *curl = st->curl;
 	bool form = c->params == PARAMS_FORM;
+	if(st->headers) goto headers_built;
 	const char *headers[] = {
 		form ? "Content-Type: application/x-www-form-urlencoded" : "Content-Type: application/json",
 		form ? "User-Agent: Go-http-client/1.1" : USER_AGENT,
@@ -526,12 +656,13 @@ static int curl_setup(struct plugin_state *st)
 		if(!l) return MOSQ_ERR_NOMEM;
 		st->headers = l;
 	}
+headers_built:
 	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, st->headers);
 	/* GET and PUT still carry the body, like go-auth; form mode is always POST. */
 	if(!form && strcmp(c->method, "POST")) curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, c->method);
 	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(curl, CURLOPT_TIMEOUT, c->timeout);
-	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, c->timeout);
+	curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long)(c->timeout * 1000));
+	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, (long)(c->connect_timeout * 1000));
 	curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
@@ -550,16 +681,91 @@ static int curl_setup(struct plugin_state *st)
 
 /* -------------------------------------------------------------- callbacks */
 
-/* The cached decision for `key`, or the backend's (cached unless it is an error). */
+/* Breaker state changes are logged here, in the broker's thread (breaker.c calls no broker API). */
+static void log_breaker(struct plugin_state *st)
+{
+	enum breaker_state state;
+	double interval;
+	unsigned long probes_failed;
+	if(!breaker_changed(&st->breaker, &state, &interval, &probes_failed)) return;
+	if(state == BREAKER_OPEN){
+		mosquitto_log_printf(MOSQ_LOG_WARNING, LOG_PREFIX "backend failing: not asking it for %.1fs "
+				"(answering from stale-if-error, or with an error)", interval);
+	}else{
+		mosquitto_log_printf(MOSQ_LOG_NOTICE, LOG_PREFIX "backend answering again after %lu failed probes; "
+				"%lu decisions were reused from stale-if-error meanwhile", probes_failed, st->stale_served);
+		st->stale_served = 0;
+	}
+}
+
+/* The backend failed or is not asked (breaker open): a decision it made before, or the error. */
+static enum verdict fallback(struct plugin_state *st, const struct cached *known)
+{
+	if(!known->found) return V_ERROR;
+	st->stale_served++;
+	return known->verdict;
+}
+
+/* Ask the backend about a key the cache had no fresh decision for (`known`: a stale one or
+ * nothing). The answer is cached unless it is an error; an error opens the breaker.
+ * *answered (if given) says whether the verdict is the backend's own, not a fallback. */
+static enum verdict ask(struct plugin_state *st, struct cache *cache, long ttl,
+		const struct keybuf *key, const struct cached *known, const char *url, const char *what,
+		const struct field *f, size_t n, bool *limit_username, bool *answered)
+{
+	if(answered) *answered = false;
+	if(!breaker_allows(&st->breaker)){
+		log_breaker(st);
+		return fallback(st, known);
+	}
+	log_breaker(st);
+	enum verdict v = http_check(st, url, what, f, n, limit_username);
+	if(v == V_ERROR){
+		breaker_failed(&st->breaker);
+		log_breaker(st);
+		return fallback(st, known);
+	}
+	cache_put(cache, key, v, ttl, st->cfg.stale_if_error);
+	if(answered) *answered = true;
+	return v;
+}
+
+/* The cached decision for `key`, or the backend's. */
 static enum verdict decide(struct plugin_state *st, struct cache *cache, long ttl,
 		const struct keybuf *key, const char *url, const char *what,
 		const struct field *f, size_t n)
 {
-	enum verdict v;
-	if(cache_get(cache, key, &v)) return v;
-	v = http_check(st, url, what, f, n);
-	cache_put(cache, key, v, ttl);
-	return v;
+	struct cached known = cache_get(cache, key);
+	if(known.found && known.fresh) return known.verdict;
+	return ask(st, cache, ttl, key, &known, url, what, f, n, NULL, NULL);
+}
+
+/* Whether a login that the cache cannot answer may be asked of the backend: not from an
+ * address, or for a username, that failed too often in the current window. */
+static bool login_limited(struct plugin_state *st, const char *address, const char *username, time_t now)
+{
+	if(limiter_tripped(&st->address_limiter, address, now)) return true;
+	return limiter_tripped(&st->username_limiter, username, now);
+}
+
+/* Count the backend's answer to a login in the limiters. */
+static void login_counted(struct plugin_state *st, enum verdict v, const char *address,
+		const char *username, bool limit_username, time_t now)
+{
+	if(v == V_ALLOW){
+		limiter_forget(&st->username_limiter, username);
+		return;
+	}
+	if(v != V_DENY) return;
+	if(limiter_fail(&st->address_limiter, address, now)){
+		mosquitto_log_printf(MOSQ_LOG_NOTICE, LOG_PREFIX "refusing logins from %s for up to %lds: "
+				"%ld refused logins", address, st->cfg.limit_window, st->cfg.limit_address);
+	}
+	if(limit_username && limiter_fail(&st->username_limiter, username, now)){
+		mosquitto_log_printf(MOSQ_LOG_NOTICE, LOG_PREFIX "refusing new secrets for user '%.*s' for up "
+				"to %lds: %ld refused logins", LOG_MAX, username, st->cfg.limit_window,
+				st->cfg.limit_username);
+	}
 }
 
 static int on_basic_auth(int event, void *event_data, void *userdata)
@@ -576,7 +782,7 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 	}
 
 	unsigned char kdata[MAX_CACHE_KEY];
-	struct keybuf key = {kdata, 0, st->cfg.login_ttl <= 0};
+	struct keybuf key = {kdata, 0, st->cfg.login_ttl <= 0 && st->cfg.stale_if_error <= 0};
 	if(!key.off){
 		/* Keep a digest of the password in the cache, never the plaintext. */
 		unsigned char digest[SHA256_DIGEST_LENGTH];
@@ -585,12 +791,33 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 		key_add(&key, digest, sizeof(digest));
 		key_add_str(&key, clientid);
 	}
+	const char *address = mosquitto_client_address(ed->client);
 	const struct field f[] = {
 		{"username", ed->username, false, 0},
 		{"password", ed->password, false, 0},
 		{"clientid", clientid, false, 0},
+		/* Not in go-auth's contract: Django counts a guessable secret's failures per source. */
+		{"address", address, false, 0},
 	};
-	switch(decide(st, &st->login_cache, st->cfg.login_ttl, &key, st->cfg.getuser_url, "user", f, 3)){
+	struct cached known = cache_get(&st->login_cache, &key);
+	enum verdict v = known.verdict;
+	if(!known.found || !known.fresh){
+		time_t now = now_s();
+		/* A secret the backend accepted before (a stale allow) is the device itself: no
+		 * one else's failures keep it from asking. */
+		bool known_good = known.found && known.verdict == V_ALLOW;
+		if(!known_good && login_limited(st, address, ed->username, now)){
+			mosquitto_log_printf(MOSQ_LOG_DEBUG, LOG_PREFIX "login refused by the limiter: user '%.*s' from %s",
+					LOG_MAX, ed->username, address ? address : "?");
+			return MOSQ_ERR_AUTH;
+		}
+		bool limit_username = true, answered = false;
+		v = ask(st, &st->login_cache, st->cfg.login_ttl, &key, &known, st->cfg.getuser_url,
+				"user", f, 4, &limit_username, &answered);
+		/* A stale denial reused during an outage is not a new failure. */
+		if(answered) login_counted(st, v, address, ed->username, limit_username, now);
+	}
+	switch(v){
 	case V_ALLOW:
 		return MOSQ_ERR_SUCCESS;
 	case V_DENY:
@@ -605,7 +832,7 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 static enum verdict superuser_check(struct plugin_state *st, const char *username)
 {
 	unsigned char kdata[MAX_CACHE_KEY];
-	struct keybuf key = {kdata, 0, st->cfg.acl_ttl <= 0};
+	struct keybuf key = {kdata, 0, st->cfg.acl_ttl <= 0 && st->cfg.stale_if_error <= 0};
 	key_add(&key, "S", 1);
 	key_add_str(&key, username);
 	const struct field f[] = {{"username", username, false, 0}};
@@ -635,7 +862,7 @@ static int on_acl_check(int event, void *event_data, void *userdata)
 	}
 
 	unsigned char kdata[MAX_CACHE_KEY];
-	struct keybuf key = {kdata, 0, st->cfg.acl_ttl <= 0};
+	struct keybuf key = {kdata, 0, st->cfg.acl_ttl <= 0 && st->cfg.stale_if_error <= 0};
 	key_add(&key, "A", 1);
 	key_add_str(&key, username);
 	key_add_str(&key, clientid);
@@ -672,12 +899,48 @@ int mosquitto_plugin_version(int supported_version_count, const int *supported_v
 static void state_free(struct plugin_state *st)
 {
 	if(!st) return;
+	if(st->breaker_started) breaker_stop(&st->breaker);
 	cache_clear(&st->login_cache);
 	cache_clear(&st->acl_cache);
+	limiter_clear(&st->address_limiter);
+	limiter_clear(&st->username_limiter);
 	config_free(&st->cfg);
 	if(st->curl) curl_easy_cleanup(st->curl);
 	curl_slist_free_all(st->headers);
 	free(st);
+}
+
+/* The breaker's probe: an ACL question for no one, on a handle of its own. Any 2xx or 4xx
+ * means the backend answers (Django audits it as a denied check for an empty username). */
+static int breaker_setup(struct plugin_state *st)
+{
+	const struct field f[] = {
+		{"username", "", false, 0}, {"clientid", "", false, 0},
+		{"topic", "", false, 0}, {"acc", NULL, true, MOSQ_ACL_READ},
+	};
+	CURL *curl = curl_easy_init();
+	if(!curl) return MOSQ_ERR_NOMEM;
+	char *body = NULL;
+	if(st->cfg.params == PARAMS_FORM) body = build_form(curl, f, 4);
+	else {
+		char *json = build_json(f, 4);
+		body = xstrdup(json);
+		cJSON_free(json);
+	}
+	char *url = xstrdup(st->cfg.acl_url);
+	int rc = (body && url) ? curl_setup(st, curl) : MOSQ_ERR_NOMEM;
+	if(rc == MOSQ_ERR_SUCCESS && breaker_start(&st->breaker, st->cfg.breaker_min, st->cfg.breaker_max, curl, url, body)){
+		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "cannot start the breaker's probe thread");
+		rc = MOSQ_ERR_UNKNOWN;
+	}
+	if(rc != MOSQ_ERR_SUCCESS){
+		curl_easy_cleanup(curl);
+		free(body);
+		free(url);
+		return rc;
+	}
+	st->breaker_started = true;
+	return MOSQ_ERR_SUCCESS;
 }
 
 int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
@@ -693,7 +956,8 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 	st->id = identifier;
 	st->curl = curl_easy_init();
 	int rc = st->curl ? config_load(st, options, option_count) : MOSQ_ERR_NOMEM;
-	if(rc == MOSQ_ERR_SUCCESS) rc = curl_setup(st);
+	if(rc == MOSQ_ERR_SUCCESS) rc = curl_setup(st, st->curl);
+	if(rc == MOSQ_ERR_SUCCESS) rc = breaker_setup(st);
 	if(rc == MOSQ_ERR_SUCCESS) rc = mosquitto_callback_register(identifier, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL, st);
 	if(rc == MOSQ_ERR_SUCCESS){
 		rc = mosquitto_callback_register(identifier, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL, st);
@@ -704,12 +968,16 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 		curl_global_cleanup();
 		return rc;
 	}
-	mosquitto_log_printf(MOSQ_LOG_INFO, LOG_PREFIX "user %s, acl %s%s%s, params %s, response %s, timeout %lds, cache login %lds acl %lds",
+	mosquitto_log_printf(MOSQ_LOG_INFO, LOG_PREFIX "user %s, acl %s%s%s, params %s, response %s, "
+			"timeout %.3gs (connect %.3gs), cache login %lds acl %lds stale-if-error %lds, "
+			"breaker %.3g-%.3gs, limits %ld/address %ld/username per %lds",
 			st->cfg.getuser_url, st->cfg.acl_url,
 			st->cfg.superuser_url ? ", superuser " : "", st->cfg.superuser_url ? st->cfg.superuser_url : "",
 			st->cfg.params == PARAMS_FORM ? "form" : "json",
 			st->cfg.response == RESP_JSON ? "json" : st->cfg.response == RESP_TEXT ? "text" : "status",
-			st->cfg.timeout, st->cfg.login_ttl, st->cfg.acl_ttl);
+			st->cfg.timeout, st->cfg.connect_timeout, st->cfg.login_ttl, st->cfg.acl_ttl,
+			st->cfg.stale_if_error, st->cfg.breaker_min, st->cfg.breaker_max,
+			st->cfg.limit_address, st->cfg.limit_username, st->cfg.limit_window);
 	g_state = st;
 	*userdata = st;
 	return MOSQ_ERR_SUCCESS;
