@@ -900,13 +900,15 @@ class ChangeManager(models.Manager["Change"]):
         return self.note(Change.Scope.CLIENT, client_id=client_id, kick=True, why=why)
 
     def feed(self, after: int | None, limit: int = 1000) -> Feed:
-        """What changed after seq `after`. `reset` when the follower has no seq, or one the
-        feed no longer covers (pruned, or from another database)."""
+        """What changed after seq `after`. `reset` when the follower has no seq, or one from
+        another database (newer than the newest), or one the kept notes no longer cover
+        completely (pruned): then the notes that are kept come along, for their kicks."""
         newest = self.order_by("-seq").values_list("seq", flat=True).first() or 0
-        if after is None or after > newest or after < self._oldest_covered():
+        if after is None or after > newest:
             return Feed(newest, True, [])
         changes = list(self.filter(seq__gt=after).order_by("seq")[:limit])
-        return Feed(changes[-1].seq if changes else after, False, changes)
+        reset = after < self._oldest_covered()
+        return Feed(changes[-1].seq if changes else after, reset, changes)
 
     def _oldest_covered(self) -> int:
         """The smallest `after` the kept rows answer completely."""
@@ -974,6 +976,18 @@ class FollowerQuerySet(models.QuerySet["Follower"]):
                 "polled_at": timezone.now(),
             },
         )
+
+    def reach(self) -> str:
+        """What a Disconnect or a revocation reaches now, in the words of the UI and API."""
+        live = list(self.live())
+        if not live:
+            return (
+                "No broker follows the change feed: Disconnect needs the project's Mosquitto "
+                "plugin (mosquitto/plugin, http_changes_uri). go-auth cannot follow it: there "
+                "a revoked account's session goes on, and cached decisions last their TTL."
+            )
+        names = ", ".join(follower.name for follower in live)
+        return f"Reaches {len(live)} broker(s) that follow the change feed: {names}."
 
     def live(self) -> FollowerQuerySet:
         """Followers that polled recently enough to still be following: a long poll lasts

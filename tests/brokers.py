@@ -91,6 +91,10 @@ class Broker:
     sys_interval: int = 1
     cache_ttl: int = 0
     http_timeout: int = 5
+    # Follow Django's change feed (the shipped config does); off by default in tests, so
+    # that no test but the feed's own holds a live-server thread with a long poll.
+    changes: bool = False
+    changes_wait: int = 2
     # Started as root, Mosquitto drops to this user before it opens anything but its config.
     user: str = field(default_factory=current_user)
     plugin: Path = PLUGIN
@@ -123,6 +127,7 @@ class Broker:
             "CACHE_LOGIN_TTL": self.cache_ttl,
             "CACHE_ACL_TTL": self.cache_ttl,
             "MQTT_RUN_AS_USER": self.user,
+            "AUTH_CHANGES_WAIT": self.changes_wait,
         }
         sets = [f"--set={key}={value}" for key, value in values.items()]
         subprocess.run(
@@ -135,6 +140,13 @@ class Broker:
             ],
             check=True,
         )
+        if not self.changes:
+            kept = [
+                line
+                for line in conf.read_text().splitlines(keepends=True)
+                if not line.startswith("plugin_opt_http_changes_")
+            ]
+            conf.write_text("".join(kept))
         return conf
 
     def start(self) -> Broker:

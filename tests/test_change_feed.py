@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.test import Client as HttpClient
 from django.test import override_settings
@@ -16,6 +17,7 @@ from rest_framework.test import APIClient
 
 from brokerauth.acl import Access
 from brokerauth.models import Account, Change, ClientId, Follower, Group, Rule
+from monitor.models import Client as MqttClient
 from tests.conftest import BrokerClient, basic_auth
 
 pytestmark = pytest.mark.django_db
@@ -95,7 +97,8 @@ def test_a_seq_from_elsewhere_or_pruned_resets(broker: BrokerClient, device: Acc
     Change.objects.update(created_at=timezone.now() - timedelta(days=2))
     call_command("prune_audit", stdout=open("/dev/null", "w"))  # noqa: SIM115
     assert list(Change.objects.values_list("seq", flat=True)) == [seq + 2]  # the newest stays
-    assert poll(broker, f"?after={seq}")["reset"] is True
+    pruned = poll(broker, f"?after={seq}")  # what is kept comes along, for its kicks
+    assert pruned["reset"] is True and [c["seq"] for c in pruned["changes"]] == [seq + 2]
     assert poll(broker, f"?after={seq + 1}") == {
         "seq": seq + 2,
         "reset": False,
@@ -211,3 +214,49 @@ def test_admin_changes_are_noted(operator_client: HttpClient, device: Account) -
     operator_client.post(f"/admin/brokerauth/rule/{rule.pk}/delete/", {"post": "yes"})
     operator_client.post(f"/admin/brokerauth/account/{device.pk}/delete/", {"post": "yes"})
     assert notes_since(seq) == [("all", "", "", False), ("account", "alice", "", True)]
+
+
+# -- Disconnect -------------------------------------------------------------------------------
+
+
+def test_the_api_disconnect_notes_a_kick_and_is_audited(api: APIClient, operator: Any) -> None:
+    response = api.post("/api/v1/clients/disconnect/", {"client_id": "pump-7"}, format="json")
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert body["client_id"] == "pump-7" and body["followers"] == 0
+    assert "needs the project's Mosquitto plugin" in body["detail"]
+    assert notes_since(body["seq"] - 1) == [("client", "", "pump-7", True)]
+    action = api.get("/api/v1/operator-actions/").json()["results"][0]
+    assert action["user"] == "operator" and "Disconnected client pump-7." in str(action)
+
+
+def test_only_staff_may_disconnect(viewer_client: HttpClient, sensor: MqttClient) -> None:
+    viewer = APIClient()
+    viewer.force_authenticate(User.objects.get(username="viewer"))
+    response = viewer.post("/api/v1/clients/disconnect/", {"client_id": "x"}, format="json")
+    assert response.status_code == 403
+    assert viewer_client.post(f"/clients/{sensor.pk}/disconnect/").status_code == 403
+    page = viewer_client.get(f"/clients/{sensor.pk}/").content.decode()
+    assert "Disconnect</button>" not in page
+    assert not Change.objects.filter(kick=True, scope="client").exists()
+
+
+def test_the_client_page_says_whether_a_disconnect_reaches_a_broker(
+    operator_client: HttpClient, sensor: MqttClient, broker: BrokerClient
+) -> None:
+    page = operator_client.get(f"/clients/{sensor.pk}/").content.decode()
+    assert "Disconnect</button>" in page and "go-auth cannot follow it" in page
+    poll(broker, "?name=mosquitto-1")
+    page = operator_client.get(f"/clients/{sensor.pk}/").content.decode()
+    assert "Reaches 1 broker(s) that follow the change feed: mosquitto-1." in page
+
+
+def test_the_client_page_button_notes_a_kick_and_is_audited(
+    operator_client: HttpClient, sensor: MqttClient
+) -> None:
+    response = operator_client.post(f"/clients/{sensor.pk}/disconnect/")
+    assert response.status_code == 302
+    assert Change.objects.filter(scope="client", client_id="sensor-1", kick=True).exists()
+    assert operator_client.get(f"/clients/{sensor.pk}/disconnect/").status_code == 405
+    page = operator_client.get("/audit/operators/").content.decode()
+    assert "Disconnected client sensor-1." in page

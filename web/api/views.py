@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from brokerauth import topics
-from brokerauth.models import Account, AuthEvent, Change, ClientId, Group, Rule
+from brokerauth.models import Account, AuthEvent, Change, ClientId, Follower, Group, Rule
 from monitor import testservice
 from monitor.models import BrokerStat, BrokerStatSample, Client, Session
 from web import filters, operatorlog, series
@@ -176,6 +176,26 @@ class ClientViewSet(viewsets.ReadOnlyModelViewSet):
         if self.action == "retrieve":
             return clients.prefetch_related("latest")
         return clients
+
+    @extend_schema(request=s.DisconnectSerializer, responses={202: s.DisconnectedSerializer})
+    @action(detail=False, methods=["post"], permission_classes=[StaffOnly])
+    def disconnect(self, request: Request) -> Response:
+        """Kick the client's live session on every broker that follows the change feed
+        (the project's Mosquitto plugin), within about a second. Audited as an operator
+        action. Accepted, not done: `followers` says whether any broker will act on it."""
+        serializer = s.DisconnectSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        client_id = serializer.validated_data["client_id"]
+        change = Change.objects.disconnect(client_id)
+        known = Client.objects.filter(client_id=client_id).first()
+        operatorlog.disconnected(request.user, known or change, client_id)
+        body = {
+            "client_id": client_id,
+            "seq": change.seq,
+            "followers": Follower.objects.live().count(),
+            "detail": Follower.objects.reach(),
+        }
+        return Response(s.DisconnectedSerializer(body).data, status=status.HTTP_202_ACCEPTED)
 
     def get_serializer_context(self) -> dict[str, Any]:
         prefixes = Account.objects.prefix_index()
