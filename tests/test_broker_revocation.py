@@ -4,8 +4,13 @@ an operator's Disconnect kicks a client, each within 2 s (issue 14, item 3)."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +20,7 @@ from rest_framework.test import APIClient
 from brokerauth.acl import Access
 from brokerauth.models import Account, Change, Follower, Rule
 from monitor.models import Client as MonitorClient
-from tests.brokers import NOT_AUTHORIZED, Broker, MqttSession, live_port, wait_for
+from tests.brokers import NOT_AUTHORIZED, ROOT, Broker, MqttSession, live_port, wait_for
 from tests.conftest import DEVICE_PASSWORD
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -136,3 +141,64 @@ def test_the_broker_stops_cleanly_while_a_poll_is_held(following: Broker) -> Non
     following.stop()
     assert time.monotonic() - started < 5
     assert "change feed" in following.log_tail(200)
+
+
+@dataclass
+class AsanBroker(Broker):
+    """The plugin's sanitizer build (make check) in a broker with the ASan runtime preloaded."""
+
+    plugin: Path = ROOT / "mosquitto" / "plugin" / "auth_http_asan.so"
+
+    def start(self) -> AsanBroker:
+        runtime = subprocess.run(
+            ["cc", "-print-file-name=libasan.so"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        conf = self.render()
+        env = {
+            **os.environ,
+            "LD_PRELOAD": runtime,
+            "ASAN_OPTIONS": "detect_leaks=1:log_path=" + str(self.workdir / "asan"),
+        }
+        self.process = subprocess.Popen(
+            ["mosquitto", "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        wait_for(self._accepting, timeout=20, what="mosquitto under ASan")
+        return self
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C toolchain")
+def test_the_feed_under_asan_kicks_and_stops_without_a_leak_or_error(
+    live_server: Any, tls_certs: Path, tmp_path: Path, device: Account
+) -> None:
+    subprocess.run(["make", "-s", "-C", str(ROOT / "mosquitto" / "plugin"), "check"], check=True)
+    broker = AsanBroker(
+        workdir=tmp_path / "asan-broker",
+        certs=tls_certs,
+        auth_port=live_port(live_server),
+        secret=settings.MQTT_AUTH_SECRET,
+        cache_ttl=TTL,
+        changes=True,
+    ).start()
+    try:
+        wait_for(lambda: "following at seq" in broker.log_tail(200), 20, "the plugin to follow")
+        mqtt = broker.session("alice", DEVICE_PASSWORD, "alice-1")
+        assert mqtt.connect() == 0
+        Change.objects.disconnect("alice-1")
+        assert mqtt.disconnected.wait(10)
+        mqtt.close()
+        mqtt = broker.session("alice", DEVICE_PASSWORD, "alice-2")
+        assert mqtt.connect() == 0
+        device.set_active(False)
+        assert mqtt.disconnected.wait(10)
+        mqtt.close()
+        newest = Change.objects.note_policy("a rule changed").seq
+        wait_for(lambda: Follower.objects.get().seq == newest, 10, "the last note to be read")
+    finally:
+        broker.stop()
+    assert "following at seq" in broker.log_tail(200)
+    # ASan writes a report (asan.<pid>) only for an error or, at exit, a leak.
+    reports = [path.read_text()[:3000] for path in broker.workdir.glob("asan*")]
+    assert reports == []
