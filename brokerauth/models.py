@@ -17,7 +17,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import connection, models, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.db.models import F, Q, Subquery, Value
 from django.db.models.functions import Length, Substr
 from django.utils import timezone
@@ -966,16 +966,15 @@ class Change(models.Model):
 
 class FollowerQuerySet(models.QuerySet["Follower"]):
     def polled(self, name: str, address: str, agent: str, seq: int) -> None:
-        """A broker asked the feed (one write per long poll)."""
-        self.update_or_create(
-            name=name[:100],
-            defaults={
-                "address": address[:64],
-                "user_agent": agent[:100],
-                "seq": seq,
-                "polled_at": timezone.now(),
-            },
-        )
+        """A broker asked the feed (one write per long poll). Two brokers under one name
+        (`http_changes_name` defaults to the host name) share a row."""
+        values = {"address": address[:64], "user_agent": agent[:100], "seq": seq}
+        values["polled_at"] = timezone.now()
+        try:
+            with transaction.atomic():
+                self.update_or_create(name=name[:100], defaults=values)
+        except IntegrityError:  # the other one's first poll inserted it meanwhile
+            self.filter(name=name[:100]).update(**values)
 
     def reach(self) -> str:
         """What a Disconnect or a revocation reaches now, in the words of the UI and API."""
