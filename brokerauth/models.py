@@ -269,8 +269,12 @@ class Account(models.Model):
                     message += " Release it first."
                 errors["client_id"] = ValidationError(message, code="unique")
             elif prefix and not bound.startswith(prefix):
+                # Against the account's kept binding or prefix, the request conflicts with
+                # what exists (the API's 409); with both new in it, it is malformed (400).
+                kept = self._unchanged("client_id") or self._unchanged("client_id_prefix")
                 errors["client_id"] = ValidationError(
-                    f"The bound client id must start with the prefix {prefix!r}."
+                    f"The bound client id must start with the prefix {prefix!r}.",
+                    code="conflict" if kept else "invalid",
                 )
         if prefix:
             if clientids.reserved_overlap(prefix) and self.username != settings.MONITOR_USERNAME:
