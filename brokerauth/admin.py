@@ -10,7 +10,16 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from brokerauth import passwords
-from brokerauth.models import Account, AuthEvent, ClientId, Group, Lockout, Membership, Rule
+from brokerauth.models import (
+    Account,
+    AuthEvent,
+    Change,
+    ClientId,
+    Group,
+    Lockout,
+    Membership,
+    Rule,
+)
 
 
 class PasswordFields(forms.ModelForm):
@@ -42,6 +51,23 @@ class PasswordFields(forms.ModelForm):
         if new and not password and not data.get("generate"):
             self.add_error("new_password", "A new account needs a password (or generate one).")
         return data
+
+
+class NotesPolicyChanges(admin.ModelAdmin):
+    """Saves (with their rule and membership inlines) and deletes tell the brokers that
+    follow the change feed, after everything is written (Change.objects.note)."""
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        Change.objects.note_policy(f"{form.instance} saved in the admin")
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        super().delete_model(request, obj)
+        Change.objects.note_policy(f"{obj} deleted in the admin")
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        super().delete_queryset(request, queryset)
+        Change.objects.note_policy("deleted in the admin")
 
 
 class RuleInline(admin.TabularInline):
@@ -81,7 +107,7 @@ class LockoutInline(admin.TabularInline):
 
 
 @admin.register(Account)
-class AccountAdmin(admin.ModelAdmin):
+class AccountAdmin(NotesPolicyChanges):
     form = PasswordFields
     list_display = [
         "username",
@@ -153,6 +179,13 @@ class AccountAdmin(admin.ModelAdmin):
                 f"Password of {obj.username}: {password} (shown once; copy it now).",
             )
 
+    def delete_model(self, request: HttpRequest, obj: Account) -> None:
+        obj.remove()  # its live sessions go too
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Account]) -> None:
+        for account in queryset:
+            account.remove()
+
     @admin.action(description="Unlock the selected accounts")
     def unlock(self, request: HttpRequest, queryset: QuerySet[Account]) -> None:
         accounts = list(queryset)
@@ -207,14 +240,14 @@ class ClientIdAdmin(admin.ModelAdmin):
 
 
 @admin.register(Group)
-class GroupAdmin(admin.ModelAdmin):
+class GroupAdmin(NotesPolicyChanges):
     list_display = ["name", "description", "changed_at"]
     search_fields = ["name", "description"]
     inlines = [RuleInline]
 
 
 @admin.register(Rule)
-class RuleAdmin(admin.ModelAdmin):
+class RuleAdmin(NotesPolicyChanges):
     list_display = ["pattern", "access", "allow", "priority", "account", "group"]
     list_filter = ["access", "allow", "group"]
     search_fields = ["pattern", "account__username", "group__name", "description"]

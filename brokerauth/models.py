@@ -17,7 +17,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import connection, models
+from django.db import IntegrityError, connection, models, transaction
 from django.db.models import F, Q, Subquery, Value
 from django.db.models.functions import Length, Substr
 from django.utils import timezone
@@ -269,8 +269,12 @@ class Account(models.Model):
                     message += " Release it first."
                 errors["client_id"] = ValidationError(message, code="unique")
             elif prefix and not bound.startswith(prefix):
+                # Against the account's kept binding or prefix, the request conflicts with
+                # what exists (the API's 409); with both new in it, it is malformed (400).
+                kept = self._unchanged("client_id") or self._unchanged("client_id_prefix")
                 errors["client_id"] = ValidationError(
-                    f"The bound client id must start with the prefix {prefix!r}."
+                    f"The bound client id must start with the prefix {prefix!r}.",
+                    code="conflict" if kept else "invalid",
                 )
         if prefix:
             if clientids.reserved_overlap(prefix) and self.username != settings.MONITOR_USERNAME:
@@ -297,9 +301,9 @@ class Account(models.Model):
     # Changes. The admin (forms and actions), the UI, the API and the commands create accounts,
     # change passwords and enable or disable them only through these methods, so that what
     # goes with a change is written once: the password rules (passwords.validate), the
-    # lockout reset, the claim of a bound client id, and the policy note, `changed_at`, which
-    # every process's policy_fingerprint() watches. A change feed to the broker would be
-    # noted here too.
+    # lockout reset, the claim of a bound client id, the policy note, `changed_at`, which
+    # every process's policy_fingerprint() watches, and the note to the brokers that follow
+    # the change feed (Change.objects.note_account), last.
     def save_new(self, password: str = "", *, generated: bool = False) -> str:
         """Save this new account and return its secret, to be shown once: `password` as
         chosen (bcrypt), or a generated secret (`$7$`) when no password is given, or when
@@ -312,18 +316,22 @@ class Account(models.Model):
         self.full_clean()
         self.save()
         self._claim_bound_client_id()
+        # A broker may have cached the refusals of this name (denials are cached too).
+        Change.objects.note_account(self.username, kick=False, why="account created")
         return password
 
     def change_password(self, raw: str) -> None:
         """A password an operator chose (bcrypt)."""
         self._set_password(raw)
         self._save_credential()
+        Change.objects.note_account(self.username, kick=True, why="password changed")
 
     def reset_password(self, secret: str = "") -> str:
         """Give the account a generated secret and return it, to be shown once: a new one,
         or `secret` made by passwords.generate() and kept by the caller."""
         secret = self._set_secret(secret)
         self._save_credential()
+        Change.objects.note_account(self.username, kick=True, why="password reset")
         return secret
 
     def import_hash(self, stored: str) -> None:
@@ -338,6 +346,7 @@ class Account(models.Model):
             self._full_clean_keeping_name()
             self.save()
             self._claim_bound_client_id()
+            Change.objects.note_account(self.username, kick=False, why="account imported")
         else:
             self._save_credential()
 
@@ -345,12 +354,15 @@ class Account(models.Model):
         """Enable or disable the account: a disabled one can neither log in nor pass a check."""
         self.is_active = active
         self.save(update_fields=["is_active", "changed_at"])
+        why = "account enabled" if active else "account disabled"
+        Change.objects.note_account(self.username, kick=not active, why=why)
 
     def edit(self, password: str = "", **fields: Any) -> None:
         """Save an operator's changes: the active flag through set_active(), a new password
         through change_password(), the other fields, validated, in one save. Every edit form
         (admin, UI) and the API's update come through here."""
         active = fields.pop("is_active", None)
+        old_username = self.username
         for name, value in fields.items():
             setattr(self, name, value)
         if fields:
@@ -358,6 +370,10 @@ class Account(models.Model):
             self.full_clean(exclude=others)
             self.save(update_fields=[*fields, "changed_at"])
             self._claim_bound_client_id()
+            if old_username != self.username:
+                # The old name is gone: its live sessions go with it.
+                Change.objects.note_account(old_username, kick=True, why="account renamed")
+            Change.objects.note_account(self.username, kick=False, why="account changed")
         if active is not None:
             self.set_active(active)
         if password:
@@ -378,6 +394,14 @@ class Account(models.Model):
             )
         self.claimed_client_ids.filter(client_id=client_id).delete()
         Account.objects.filter(pk=self.pk).update(changed_at=timezone.now())
+        scope, why = Change.Scope.CLIENT, "client id released"
+        Change.objects.note(scope, client_id=client_id, username=self.username, why=why)
+
+    def remove(self) -> None:
+        """Delete the account; its live sessions go too."""
+        username = self.username
+        self.delete()
+        Change.objects.note_account(username, kick=True, why="account deleted")
 
     def _full_clean_keeping_name(self) -> None:
         try:
@@ -829,3 +853,166 @@ class AuthEvent(models.Model):
     def __str__(self) -> str:
         verdict = "allow" if self.allowed else "deny"
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.kind} {self.username} {verdict}"
+
+
+@dataclass(frozen=True)
+class Feed:
+    """One answer of the change feed (GET /mqtt/auth/changes): the newest seq, whether the
+    follower must drop everything it remembers (`reset`), and what changed after its seq."""
+
+    seq: int
+    reset: bool
+    changes: list[Change]
+
+
+class ChangeManager(models.Manager["Change"]):
+    def note(
+        self,
+        scope: str,
+        *,
+        username: str = "",
+        client_id: str = "",
+        kick: bool = False,
+        why: str = "",
+    ) -> Change:
+        """Tell the brokers that follow the feed what just changed. Written last, after the
+        change itself and in its transaction: a broker that reads the note and asks again
+        must read the new policy. The table lock (PostgreSQL) makes seqs commit in order, so
+        a follower that has seen seq n never misses a smaller one committed later."""
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                table = connection.ops.quote_name(Change._meta.db_table)
+                with connection.cursor() as cursor:
+                    cursor.execute(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
+            return self.create(
+                scope=scope,
+                username=username[:255],
+                client_id=client_id[:255],
+                kick=kick,
+                why=why[:200],
+            )
+
+    def note_account(self, username: str, *, kick: bool, why: str) -> Change:
+        return self.note(Change.Scope.ACCOUNT, username=username, kick=kick, why=why)
+
+    def note_policy(self, why: str) -> Change:
+        """Rules, groups or memberships changed: every cached decision may be wrong."""
+        return self.note(Change.Scope.ALL, why=why)
+
+    def disconnect(self, client_id: str, *, why: str = "operator disconnect") -> Change:
+        """Ask every following broker to kick the session of `client_id`."""
+        return self.note(Change.Scope.CLIENT, client_id=client_id, kick=True, why=why)
+
+    def feed(self, after: int | None, limit: int = 1000) -> Feed:
+        """What changed after seq `after`. `reset` when the follower has no seq, or one from
+        another database (newer than the newest), or one the kept notes no longer cover
+        completely (pruned): then the notes that are kept come along, for their kicks."""
+        newest = self.order_by("-seq").values_list("seq", flat=True).first() or 0
+        if after is None or after > newest:
+            return Feed(newest, True, [])
+        changes = list(self.filter(seq__gt=after).order_by("seq")[:limit])
+        reset = after < self._oldest_covered()
+        return Feed(changes[-1].seq if changes else after, reset, changes)
+
+    def _oldest_covered(self) -> int:
+        """The smallest `after` the kept rows answer completely."""
+        oldest = self.order_by("seq").values_list("seq", flat=True).first()
+        return 0 if oldest is None else oldest - 1
+
+    def prune(self, now: datetime) -> int:
+        """Forget changes older than CHANGE_FEED_RETENTION_SECONDS, but never the newest:
+        it carries the seq followers continue from."""
+        cutoff = now - timedelta(seconds=settings.CHANGE_FEED_RETENTION_SECONDS)
+        newest = self.order_by("-seq").values_list("seq", flat=True).first()
+        if newest is None:
+            return 0
+        deleted, _ = self.filter(created_at__lt=cutoff, seq__lt=newest).delete()
+        return deleted
+
+
+class Change(models.Model):
+    """A note for the brokers that follow the change feed (mosquitto/plugin/feed.c): what
+    changed, so that they drop cached decisions at once instead of after their cache TTL,
+    and whether live sessions must go (`kick`: a disabled or deleted account, a new
+    password, an operator's Disconnect)."""
+
+    class Scope(models.TextChoices):
+        ALL = "all"
+        ACCOUNT = "account"
+        CLIENT = "client"
+
+    seq = models.BigAutoField(primary_key=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    scope = models.CharField(max_length=10, choices=Scope.choices)
+    username = models.CharField(max_length=255, blank=True)
+    client_id = models.CharField(max_length=255, blank=True)
+    kick = models.BooleanField(default=False)
+    why = models.CharField(max_length=200, blank=True)
+
+    objects = ChangeManager()
+
+    class Meta:
+        ordering = ["-seq"]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.scope} {self.username or self.client_id} {self.why}"
+
+    def as_wire(self) -> dict[str, object]:
+        return {
+            "seq": self.seq,
+            "scope": self.scope,
+            "username": self.username,
+            "client_id": self.client_id,
+            "kick": self.kick,
+            "why": self.why,
+        }
+
+
+class FollowerQuerySet(models.QuerySet["Follower"]):
+    def polled(self, name: str, address: str, agent: str, seq: int) -> None:
+        """A broker asked the feed (one write per long poll). Two brokers under one name
+        (`http_changes_name` defaults to the host name) share a row."""
+        values = {"address": address[:64], "user_agent": agent[:100], "seq": seq}
+        values["polled_at"] = timezone.now()
+        try:
+            with transaction.atomic():
+                self.update_or_create(name=name[:100], defaults=values)
+        except IntegrityError:  # the other one's first poll inserted it meanwhile
+            self.filter(name=name[:100]).update(**values)
+
+    def reach(self) -> str:
+        """What a Disconnect or a revocation reaches now, in the words of the UI and API."""
+        live = list(self.live())
+        if not live:
+            return (
+                "No broker follows the change feed: Disconnect needs the project's Mosquitto "
+                "plugin (mosquitto/plugin, http_changes_uri). go-auth cannot follow it: there "
+                "a revoked account's session goes on, and cached decisions last their TTL."
+            )
+        names = ", ".join(follower.name for follower in live)
+        return f"Reaches {len(live)} broker(s) that follow the change feed: {names}."
+
+    def live(self) -> FollowerQuerySet:
+        """Followers that polled recently enough to still be following: a long poll lasts
+        at most CHANGE_FEED_MAX_WAIT seconds, and the plugin asks again at once."""
+        since = timezone.now() - timedelta(seconds=settings.CHANGE_FEED_MAX_WAIT + 30)
+        return self.filter(polled_at__gte=since)
+
+
+class Follower(models.Model):
+    """A broker that follows the change feed, and when it last asked: the UI says from this
+    whether a Disconnect reaches a broker (go-auth never follows)."""
+
+    name = models.CharField(max_length=100, unique=True)
+    address = models.CharField(max_length=64, blank=True)
+    user_agent = models.CharField(max_length=100, blank=True)
+    seq = models.BigIntegerField(default=0)
+    polled_at = models.DateTimeField()
+
+    objects = FollowerQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.address}) at seq {self.seq}"

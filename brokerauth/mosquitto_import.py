@@ -46,7 +46,7 @@ from django.db import transaction
 
 from brokerauth import names
 from brokerauth.acl import Access
-from brokerauth.models import Account, Group, Membership, Rule
+from brokerauth.models import Account, Change, Group, Membership, Rule
 from brokerauth.mosquitto_files import ACL_FILE, PASSWORD_FILE, AclLine, PasswordEntry, Problem
 
 SUBSCRIBE_PRIORITY = 40
@@ -181,6 +181,8 @@ def apply(result: Plan, *, dry_run: bool = False) -> list[str]:
     touched, so a second run changes nothing. A dry run changes the same things inside the
     transaction and rolls it back. Rules the database refuses join `result.problems`."""
     changes = _accounts(result) + _group(result) + _rules(result)
+    if changes:
+        Change.objects.note_policy("imported from Mosquitto files")
     if dry_run:
         transaction.set_rollback(True)
     return changes

@@ -7,6 +7,8 @@ urlpatterns = [
     re_path(r"^mqtt/auth/user/?$", views.user, name="mqtt-auth-user"),
     re_path(r"^mqtt/auth/superuser/?$", views.superuser, name="mqtt-auth-superuser"),
     re_path(r"^mqtt/auth/acl/?$", views.acl_check, name="mqtt-auth-acl"),
+    # The change feed the project's plugin follows (brokerauth/views.py changes).
+    re_path(r"^mqtt/auth/changes/?$", views.changes, name="mqtt-auth-changes"),
     # RabbitMQ's auth_http contract (brokerauth/rabbitmq.py).
     re_path(r"^mqtt/auth/rabbitmq/user/?$", rabbitmq.user, name="rabbitmq-auth-user"),
     re_path(r"^mqtt/auth/rabbitmq/vhost/?$", rabbitmq.vhost, name="rabbitmq-auth-vhost"),

@@ -14,7 +14,7 @@ from django.conf import settings
 
 from brokerauth import passwords
 from brokerauth.acl import Access
-from brokerauth.models import Account, Rule
+from brokerauth.models import Account, Change, Rule
 from web import secretfile
 
 PASSWORD_FILE = "demo-password"
@@ -47,6 +47,7 @@ def ensure_device(name: str, password: str) -> bool:
         account = Account(username=name, description="Demo device of the local stack")
         account.save_new(password, generated=passwords.looks_generated(password))
         Rule.objects.create(account=account, pattern="devices/%u/#", access=Access.ALL)
+        Change.objects.note_account(name, kick=False, why="demo device rule added")
         return True
     if account.check_password(password):
         return False

@@ -122,6 +122,10 @@ class Broker:
     sys_interval: int = 1
     cache_ttl: int = 0
     http_timeout: float = 2
+    # Follow Django's change feed (the shipped config does); off by default in tests, so
+    # that no test but the feed's own holds a live-server thread with a long poll.
+    changes: bool = False
+    changes_wait: int = 2
     # Started as root, Mosquitto drops to this user before it opens anything but its config.
     user: str = field(default_factory=current_user)
     plugin: Path = PLUGIN
@@ -159,6 +163,7 @@ class Broker:
             "CACHE_LOGIN_TTL": self.cache_ttl,
             "CACHE_ACL_TTL": self.cache_ttl,
             "MQTT_RUN_AS_USER": self.user,
+            "AUTH_CHANGES_WAIT": self.changes_wait,
         }
         sets = [f"--set={key}={value}" for key, value in values.items()]
         subprocess.run(
@@ -175,6 +180,13 @@ class Broker:
             # One plugin in the file: its options may come anywhere after its `plugin` line.
             with conf.open("a") as out:
                 out.writelines(f"plugin_opt_{k} {v}\n" for k, v in self.plugin_options.items())
+        if not self.changes:
+            kept = [
+                line
+                for line in conf.read_text().splitlines(keepends=True)
+                if not line.startswith("plugin_opt_http_changes_")
+            ]
+            conf.write_text("".join(kept))
         return conf
 
     def start(self) -> Broker:

@@ -186,8 +186,9 @@ def test_client_page_draws_a_month_from_rollups_in_a_fixed_number_of_queries(
 ) -> None:
     http = HttpClient()
     http.force_login(operator)
-    # session, user, client, owner (prefix, claim), sessions, latest values, telemetry buckets
-    with django_assert_num_queries(8):
+    # session, user, client, owner (prefix, claim), sessions, latest values, telemetry buckets,
+    # the change feed's followers (does a Disconnect reach a broker)
+    with django_assert_num_queries(9):
         response = http.get(f"/clients/{month_of_readings.pk}/", {"period": "30d"})
     chart = response.context["charts"]["charts"]["temp"]
     assert 200 <= len([v for v in chart["lines"][0] if v is not None]) <= 301

@@ -141,7 +141,13 @@ class OperatorActionFilter(filters.FilterSet):
     user = filters.CharFilter(field_name="user__username", label="Operator")
     kind = filters.ChoiceFilter(
         field_name="content_type__model",
-        choices=[("account", "account"), ("group", "group"), ("rule", "rule")],
+        choices=[
+            ("account", "account"),
+            ("group", "group"),
+            ("rule", "rule"),
+            ("client", "client"),
+            ("change", "change feed note"),
+        ],
         label="Object",
     )
     since = since_filter("action_time")

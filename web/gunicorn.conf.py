@@ -25,7 +25,9 @@ wsgi_app = "web.wsgi:application"
 bind = env_list("GUNICORN_BIND", "127.0.0.1:8000")
 workers = env_int("WEB_CONCURRENCY", min(2 * multiprocessing.cpu_count() + 1, 8))
 # Threads keep a worker answering the broker while another request waits on the database;
-# every ACL check is short, so threads are cheaper than more processes.
+# every ACL check is short, so threads are cheaper than more processes. A broker following the
+# change feed holds one thread for its long poll (up to 15 s by default; docs/deploy.md,
+# "Revocation"), never a whole process: auth calls keep the worker's other threads.
 worker_class = "gthread"
 threads = env_int("GUNICORN_THREADS", 4)
 # The broker's plugin gives up after 5 s (auth_opt_http_timeout): a request still running at

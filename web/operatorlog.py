@@ -39,5 +39,11 @@ def deleted(user: Any, obj: Model) -> None:
     _log(user, obj, DELETION, "")
 
 
+def disconnected(user: Any, obj: Model, client_id: str) -> None:
+    """An operator's Disconnect of `client_id`, noted on its client (or, for a client the
+    monitor never saw, on the change feed's note)."""
+    _log(user, obj, CHANGE, f"Disconnected client {client_id}.")
+
+
 def recent() -> QuerySet[LogEntry]:
     return LogEntry.objects.select_related("user", "content_type").order_by("-action_time")

@@ -211,6 +211,12 @@ MQTT_AUTO_ID_PREFIX = env("MQTT_AUTO_ID_PREFIX", "auto-")
 # How often each process checks whether accounts or rules changed (seconds).
 POLICY_REFRESH_SECONDS = env_float("POLICY_REFRESH_SECONDS", 1.0)
 AUDIT_RETENTION_DAYS = env_int("AUDIT_RETENTION_DAYS", 30)
+# The change feed the project's plugin follows (GET /mqtt/auth/changes, brokerauth/feed.py):
+# the longest a long poll may be held, how often a held poll looks for news, and how long
+# notes are kept (a follower further behind drops its whole cache once).
+CHANGE_FEED_MAX_WAIT = env_float("CHANGE_FEED_MAX_WAIT", 30.0)
+CHANGE_FEED_POLL_SECONDS = env_float("CHANGE_FEED_POLL_SECONDS", 0.2)
+CHANGE_FEED_RETENTION_SECONDS = env_int("CHANGE_FEED_RETENTION_SECONDS", 86400)
 
 # --- logging ---------------------------------------------------------------------------------
 LOG_LEVEL = env("LOG_LEVEL", "INFO")

@@ -36,6 +36,7 @@ urlpatterns = [
     path("clients/", clients.client_list, name="clients"),
     path("clients/<int:pk>/", clients.client_detail, name="client"),
     path("clients/<int:pk>/live/", clients.client_live, name="client-live"),
+    path("clients/<int:pk>/disconnect/", clients.client_disconnect, name="client-disconnect"),
     path("clients/<int:pk>/series/", clients.client_series, name="client-series"),
     path("accounts/", accounts.account_list, name="accounts"),
     path("accounts/new/", accounts.account_create, name="account-create"),

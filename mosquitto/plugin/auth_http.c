@@ -26,6 +26,7 @@
 
 #include "breaker.h"
 #include "limiter.h"
+#include "feed.h"
 
 #define LOG_PREFIX "auth_http: "
 #define STR_(x) #x
@@ -111,6 +112,7 @@ struct plugin_state {
 	struct limiter username_limiter;
 	unsigned long stale_served; /* decisions reused while the backend failed, for the log */
 	bool breaker_started;
+	struct feed *feed; /* NULL unless http_changes_uri is set (feed.c) */
 };
 
 static struct plugin_state *g_state;
@@ -887,6 +889,46 @@ static int on_acl_check(int event, void *event_data, void *userdata)
 	}
 }
 
+/* ------------------------------------------------------------ change feed */
+
+/* feed.c calls this on the broker's thread when a policy change arrived. */
+static void clear_caches(void *ctx)
+{
+	struct plugin_state *st = ctx;
+	cache_clear(&st->login_cache);
+	cache_clear(&st->acl_cache);
+}
+
+static int on_tick(int event, void *event_data, void *userdata)
+{
+	struct plugin_state *st = userdata;
+	(void)event;
+	(void)event_data;
+	feed_tick(st->feed);
+	return MOSQ_ERR_SUCCESS;
+}
+
+static int start_feed(struct plugin_state *st, struct mosquitto_opt *options, int option_count)
+{
+	const struct config *c = &st->cfg;
+	const struct feed_http http = {
+		c->scheme_host_port, c->userpwd, c->ca_file, c->with_tls, c->verify_peer, c->timeout,
+	};
+	int rc = feed_start(&st->feed, &http, options, option_count, clear_caches, st);
+	if(rc == MOSQ_ERR_SUCCESS && st->feed){
+		rc = mosquitto_callback_register(st->id, MOSQ_EVT_TICK, on_tick, NULL, st);
+	}
+	return rc;
+}
+
+static void stop_feed(struct plugin_state *st)
+{
+	if(!st->feed) return;
+	mosquitto_callback_unregister(st->id, MOSQ_EVT_TICK, on_tick, NULL);
+	feed_stop(st->feed);
+	st->feed = NULL;
+}
+
 /* ------------------------------------------------------------ plugin API */
 
 int mosquitto_plugin_version(int supported_version_count, const int *supported_versions)
@@ -963,6 +1005,14 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 		rc = mosquitto_callback_register(identifier, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL, st);
 		if(rc != MOSQ_ERR_SUCCESS) mosquitto_callback_unregister(identifier, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL);
 	}
+	if(rc == MOSQ_ERR_SUCCESS){
+		rc = start_feed(st, options, option_count);
+		if(rc != MOSQ_ERR_SUCCESS){
+			stop_feed(st);
+			mosquitto_callback_unregister(identifier, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL);
+			mosquitto_callback_unregister(identifier, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL);
+		}
+	}
 	if(rc != MOSQ_ERR_SUCCESS){
 		state_free(st);
 		curl_global_cleanup();
@@ -991,6 +1041,7 @@ int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options, int 
 	if(!st) return MOSQ_ERR_SUCCESS;
 	mosquitto_callback_unregister(st->id, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL);
 	mosquitto_callback_unregister(st->id, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL);
+	stop_feed(st);
 	state_free(st);
 	g_state = NULL;
 	curl_global_cleanup();

@@ -223,6 +223,20 @@ class ExplainQuerySerializer(ExplainSerializer):
     topic = serializers.CharField(max_length=2000, help_text="A topic, or a filter for subscribe.")
 
 
+class DisconnectSerializer(serializers.Serializer):
+    client_id = serializers.CharField(max_length=255, help_text="The MQTT client id to kick.")
+
+
+class DisconnectedSerializer(serializers.Serializer):
+    client_id = serializers.CharField()
+    seq = serializers.IntegerField(help_text="The change feed's note that carries it.")
+    followers = serializers.IntegerField(
+        help_text="Brokers following the change feed now: 0 means nobody will act on it "
+        "(go-auth cannot follow the feed; the project's plugin does)."
+    )
+    detail = serializers.CharField()
+
+
 class DecisionSerializer(serializers.Serializer):
     allowed = serializers.BooleanField()
     reason = serializers.CharField()

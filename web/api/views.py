@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from brokerauth import topics
-from brokerauth.models import Account, AuthEvent, ClientId, Group, Rule
+from brokerauth.models import Account, AuthEvent, Change, ClientId, Follower, Group, Rule
 from monitor import testservice
 from monitor.models import BrokerStat, BrokerStatSample, Client, Session
 from web import filters, operatorlog, series
@@ -21,21 +21,33 @@ from web.api.permissions import StaffOnly
 
 
 class LoggedChanges(viewsets.GenericViewSet):
-    """Every create, update and delete through the API is an operator action (operatorlog)."""
+    """Every create, update and delete through the API is an operator action (operatorlog).
+    Groups and rules also tell the brokers that follow the change feed (`feed_note`);
+    accounts do so in their own methods (Account.edit, Account.remove)."""
+
+    feed_note = True
 
     def perform_create(self, serializer: Any) -> None:
         serializer.save()
         operatorlog.added(self.request.user, serializer.instance)
+        self._note(f"{serializer.instance} added")
 
     def perform_update(self, serializer: Any) -> None:
         fields = [name for name in serializer.validated_data if name != "password"]
         serializer.save()
         note = "Password set." if "password" in serializer.validated_data else ""
         operatorlog.changed(self.request.user, serializer.instance, fields, note=note)
+        self._note(f"{serializer.instance} changed")
 
     def perform_destroy(self, instance: Any) -> None:
         operatorlog.deleted(self.request.user, instance)
+        text = f"{instance} deleted"
         instance.delete()
+        self._note(text)
+
+    def _note(self, why: str) -> None:
+        if self.feed_note:
+            Change.objects.note_policy(f"{self.get_queryset().model.__name__.lower()} {why}")
 
 
 class AccountViewSet(LoggedChanges, viewsets.ModelViewSet):
@@ -43,6 +55,7 @@ class AccountViewSet(LoggedChanges, viewsets.ModelViewSet):
 
     queryset = Account.objects.prefetch_related("groups", "lockouts")
     serializer_class = s.AccountSerializer
+    feed_note = False
     filterset_fields = ["is_active", "is_superuser"]
     search_fields = ["username", "client_id", "description"]
     ordering_fields = ["username", "created_at", "last_login_at"]
@@ -75,6 +88,10 @@ class AccountViewSet(LoggedChanges, viewsets.ModelViewSet):
         password = account.reset_password()
         operatorlog.changed(request.user, account, note="Password reset.")
         return Response({"username": account.username, "password": password})
+
+    def perform_destroy(self, instance: Account) -> None:
+        operatorlog.deleted(self.request.user, instance)
+        instance.remove()
 
 
 class ClientIdViewSet(
@@ -159,6 +176,26 @@ class ClientViewSet(viewsets.ReadOnlyModelViewSet):
         if self.action == "retrieve":
             return clients.prefetch_related("latest")
         return clients
+
+    @extend_schema(request=s.DisconnectSerializer, responses={202: s.DisconnectedSerializer})
+    @action(detail=False, methods=["post"], permission_classes=[StaffOnly])
+    def disconnect(self, request: Request) -> Response:
+        """Kick the client's live session on every broker that follows the change feed
+        (the project's Mosquitto plugin), within about a second. Audited as an operator
+        action. Accepted, not done: `followers` says whether any broker will act on it."""
+        serializer = s.DisconnectSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        client_id = serializer.validated_data["client_id"]
+        change = Change.objects.disconnect(client_id)
+        known = Client.objects.filter(client_id=client_id).first()
+        operatorlog.disconnected(request.user, known or change, client_id)
+        body = {
+            "client_id": client_id,
+            "seq": change.seq,
+            "followers": Follower.objects.live().count(),
+            "detail": Follower.objects.reach(),
+        }
+        return Response(s.DisconnectedSerializer(body).data, status=status.HTTP_202_ACCEPTED)
 
     def get_serializer_context(self) -> dict[str, Any]:
         prefixes = Account.objects.prefix_index()

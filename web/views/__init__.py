@@ -17,6 +17,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Page, Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from brokerauth.models import Change
 from web import series
 
 View = Callable[..., HttpResponse]
@@ -89,13 +90,21 @@ def paginate(request: HttpRequest, queryset: Any, per_page: int = 50) -> Page[An
 
 def note_policy_change(request: HttpRequest, text: str) -> None:
     """Say what changed and when the broker sees it: each web process re-reads the policy at
-    most every POLICY_REFRESH_SECONDS, then the broker plugin may answer from its own cache."""
+    most every POLICY_REFRESH_SECONDS; a broker that follows the change feed (the project's
+    plugin) drops its cached decisions then, go-auth only after its cache TTL."""
     messages.success(
         request,
-        f"{text} It reaches the broker within POLICY_REFRESH_SECONDS "
-        f"({settings.POLICY_REFRESH_SECONDS:g} s) plus the broker plugin's cache TTL "
-        "(CACHE_ACL_TTL, 5 s in the shipped config).",
+        f"{text} Brokers that follow the change feed (the project's plugin) apply it within "
+        f"about POLICY_REFRESH_SECONDS ({settings.POLICY_REFRESH_SECONDS:g} s); go-auth only "
+        "after its cache TTL (CACHE_ACL_TTL).",
     )
+
+
+def rules_changed(request: HttpRequest, text: str) -> None:
+    """Rules, groups or memberships changed: tell the following brokers (every cached
+    decision may be wrong) and the operator."""
+    Change.objects.note_policy(text)
+    note_policy_change(request, text)
 
 
 def query_without_page(request: HttpRequest) -> str:

@@ -2,18 +2,27 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import F, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.views.decorators.http import require_POST
 
 from brokerauth import acl
-from brokerauth.models import Account, AuthEvent, ClientId
+from brokerauth.models import Account, AuthEvent, Change, ClientId, Follower
 from monitor.models import Client
-from web import charts, series
+from web import charts, operatorlog, series
 from web.units import unit_of
-from web.views import after_of, live_login_required, paginate, period_of, query_without_page
+from web.views import (
+    after_of,
+    live_login_required,
+    paginate,
+    period_of,
+    query_without_page,
+    staff_required,
+)
 
 SORTS = {
     "-last_seen": ("last seen, newest first", F("last_seen").desc(nulls_last=True)),
@@ -88,8 +97,20 @@ def client_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "period": period,
         "periods": list(series.PERIODS),
         "charts": charts.client_charts(client.pk, period, timezone.now()),
+        "reach": Follower.objects.reach(),
     }
     return render(request, "web/client.html", context)
+
+
+@require_POST
+@staff_required
+def client_disconnect(request: HttpRequest, pk: int) -> HttpResponse:
+    """Kick the client's live session on every broker that follows the change feed."""
+    client = get_object_or_404(Client, pk=pk)
+    Change.objects.disconnect(client.client_id)
+    operatorlog.disconnected(request.user, client, client.client_id)
+    messages.success(request, f"Disconnect of {client.client_id} sent. {Follower.objects.reach()}")
+    return redirect("client", pk=pk)
 
 
 @live_login_required

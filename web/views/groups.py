@@ -14,7 +14,7 @@ from django.views.decorators.http import require_POST
 from brokerauth.models import Account, Group, Membership, Rule
 from web import operatorlog
 from web.forms import GroupForm, JoinForm, MemberForm, RuleForm
-from web.views import note_policy_change, staff_required
+from web.views import rules_changed, staff_required
 
 
 @login_required
@@ -31,7 +31,7 @@ def group_create(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         group = form.save()
         operatorlog.added(request.user, group)
-        note_policy_change(request, f"Group {group.name} created.")
+        rules_changed(request, f"Group {group.name} created.")
         return redirect("group", pk=group.pk)
     return render(request, "web/group_form.html", {"form": form, "group": None})
 
@@ -61,7 +61,7 @@ def group_edit(request: HttpRequest, pk: int) -> HttpResponse:
         form.save()
         labels = [str(form.fields[name].label) for name in form.changed_data]
         operatorlog.changed(request.user, group, labels)
-        note_policy_change(request, f"Group {group.name} saved.")
+        rules_changed(request, f"Group {group.name} saved.")
         return redirect("group", pk=pk)
     return render(request, "web/group_form.html", {"form": form, "group": group})
 
@@ -72,7 +72,7 @@ def group_delete(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST":
         operatorlog.deleted(request.user, group)
         group.delete()
-        note_policy_change(request, f"Group {group.name} deleted, with its rules and memberships.")
+        rules_changed(request, f"Group {group.name} deleted, with its rules and memberships.")
         return redirect("groups")
     thing = (
         f"the group {group.name}, its {group.rules.count()} rule(s) "
@@ -91,7 +91,7 @@ def member_add(request: HttpRequest, pk: int) -> HttpResponse:
         # get_or_create: a double submit must not trip the unique constraint.
         Membership.objects.get_or_create(account=account, group=group)
         operatorlog.changed(request.user, group, note=f"Added member {account.username}.")
-        note_policy_change(request, f"{account.username} added to group {group.name}.")
+        rules_changed(request, f"{account.username} added to group {group.name}.")
         return redirect("group", pk=pk)
     return group_page(request, group, member_form=form)
 
@@ -106,7 +106,7 @@ def leave(request: HttpRequest, account_pk: int, group_pk: int) -> None:
     note = f"Removed member {membership.account.username}."
     operatorlog.changed(request.user, membership.group, note=note)
     text = f"{membership.account.username} removed from group {membership.group.name}."
-    note_policy_change(request, text)
+    rules_changed(request, text)
 
 
 @require_POST
@@ -126,7 +126,7 @@ def account_join(request: HttpRequest, pk: int) -> HttpResponse:
         # get_or_create: a double submit must not trip the unique constraint.
         Membership.objects.get_or_create(account=account, group=group)
         operatorlog.changed(request.user, group, note=f"Added member {account.username}.")
-        note_policy_change(request, f"{account.username} added to group {group.name}.")
+        rules_changed(request, f"{account.username} added to group {group.name}.")
     else:
         messages.error(request, "Choose a group the account is not in yet.")
     return redirect("account", pk=pk)

@@ -9,7 +9,7 @@ from django.urls import reverse
 from brokerauth.models import Account, Group, Rule
 from web import operatorlog
 from web.forms import RuleForm
-from web.views import note_policy_change, staff_required
+from web.views import rules_changed, staff_required
 
 
 def owner_url(rule: Rule) -> str:
@@ -28,7 +28,7 @@ def save_rule(request: HttpRequest, rule: Rule, verb: str) -> HttpResponse:
         else:
             labels = [str(form.fields[name].label) for name in form.changed_data]
             operatorlog.changed(request.user, rule, labels)
-        note_policy_change(request, f"Rule {verb}: {rule}.")
+        rules_changed(request, f"Rule {verb}: {rule}.")
         return redirect(owner_url(rule))
     context = {"form": form, "rule": rule, "back": owner_url(rule)}
     return render(request, "web/rule_form.html", context)
@@ -58,7 +58,7 @@ def rule_delete(request: HttpRequest, pk: int) -> HttpResponse:
         text = f"Rule deleted: {rule}."
         operatorlog.deleted(request.user, rule)
         rule.delete()
-        note_policy_change(request, text)
+        rules_changed(request, text)
         return redirect(back)
     context = {"title": "Delete rule", "thing": f"the rule {rule}", "back": back}
     return render(request, "web/confirm_delete.html", context)

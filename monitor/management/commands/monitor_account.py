@@ -7,7 +7,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
-from brokerauth.models import Account
+from brokerauth.models import Account, Change
 from monitor import account as monitor_account
 from monitor import testservice
 from web import secretfile
@@ -39,6 +39,7 @@ class Command(BaseCommand):
             self.stdout.write(f"Rotated the password of {username!r}; restart the monitor.")
         added = monitor_account.ensure_rules(account) + testservice.ensure_probe_rule(account)
         if added:
+            Change.objects.note_account(username, kick=False, why="monitor rules added")
             patterns = ", ".join(monitor_account.required_patterns())
             self.stdout.write(f"Added {added} rules: subscribe and receive on {patterns}")
         if password is None:
