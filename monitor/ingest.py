@@ -15,11 +15,11 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 
 from monitor import brokerlog, presence, telemetry
@@ -80,8 +80,7 @@ class Ingest:
         self.max_payload = max_payload or settings.TELEMETRY_MAX_BYTES
         self.batch = Batch()
         self.client_pks: dict[str, int] = {}
-        self.uptime: float | None = None
-        self.broker_connected: int | None = None
+        self.presence = presence.Tracker(self.self_client_id)
         self.stored = 0
         self.state_ready = False
 
@@ -97,7 +96,7 @@ class Ingest:
     def handle_log_line(self, line: str, received_at: datetime) -> None:
         event = brokerlog.parse_line(line)
         if event is not None:
-            presence.apply(event, received_at)
+            self.presence.line(event, received_at)
 
     def handle_stat(self, topic: str, value: str, received_at: datetime) -> None:
         self.batch.stats[topic] = (value, received_at)
@@ -105,10 +104,11 @@ class Ingest:
         if number is None:
             return
         self.batch.samples.append((topic, number, received_at))
+        # Presence takes counts in stream order, with exactly the lines before them.
         if topic == UPTIME_TOPIC:
-            self.check_restart(number, received_at)
+            self.presence.uptime(number, received_at)
         elif topic == CONNECTED_TOPIC:
-            self.broker_connected = int(number)
+            self.presence.count(int(number), received_at)
 
     def handle_telemetry(self, topic: str, payload: bytes, received_at: datetime) -> None:
         try:
@@ -120,6 +120,7 @@ class Ingest:
         batch.messages[message.client_id] += 1
         batch.last_message[message.client_id] = received_at
         batch.readings.extend((message.client_id, m, v, received_at) for m, v in message.values)
+        self.presence.message(message.client_id, received_at)
 
     def bad_payload(self, topic: str, error: str, received_at: datetime) -> None:
         client_id = telemetry.client_id_of(topic)
@@ -129,13 +130,7 @@ class Ingest:
         self.batch.bad_count += 1
         if self.batch.bad_count <= BAD_LOG_LINES_PER_FLUSH:
             log.warning("bad payload on %r: %s", topic[:200], error)
-
-    def check_restart(self, uptime: float, at: datetime) -> None:
-        if self.uptime is not None and uptime + 2 < self.uptime:
-            since = at - timedelta(seconds=uptime)
-            closed = presence.broker_restarted(at, since, self.self_client_id)
-            log.warning("broker restarted %s ago: %d sessions closed", at - since, closed)
-        self.uptime = uptime
+        self.presence.message(client_id, received_at)
 
     # -- writing -----------------------------------------------------------------------------
     def pending(self) -> int:
@@ -164,15 +159,6 @@ class Ingest:
             # Also when the second try fails: its messages are not acknowledged yet.
             self.batch = merge(batch, self.batch)
             raise
-        if self.broker_connected is not None and batch.stats.get(CONNECTED_TOPIC):
-            try:
-                presence.reconcile(
-                    self.broker_connected, batch.stats[CONNECTED_TOPIC][1], self.self_client_id
-                )
-            except DatabaseError as exc:
-                # The batch is committed: raising would keep its messages unacknowledged, and
-                # a reconnect before the next flush would have the broker deliver them again.
-                log.warning("could not compare presence with the broker's count: %s", exc)
         self.stored += len(batch.readings)
         return len(batch.readings)
 
@@ -190,10 +176,7 @@ class Ingest:
             self.write_bad(batch, pks)
             self.write_stats(batch)
             if batch.readings or batch.bad:
-                MonitorState.objects.filter(pk=1).update(
-                    readings_stored=F("readings_stored") + len(batch.readings),
-                    bad_payloads=F("bad_payloads") + batch.bad_count,
-                )
+                MonitorState.objects.stored(len(batch.readings), batch.bad_count)
 
     def resolve(self, client_ids: set[str]) -> dict[str, int]:
         missing = [c for c in client_ids if c not in self.client_pks]
@@ -346,9 +329,7 @@ class Ingest:
         BrokerStatSample.objects.bulk_create(
             [BrokerStatSample(topic=t[:255], value=v, at=at) for t, v, at in batch.samples]
         )
-        MonitorState.objects.filter(pk=1).update(
-            last_sys_at=max(at for _v, at in batch.stats.values())
-        )
+        MonitorState.objects.sys_seen(max(at for _v, at in batch.stats.values()))
 
 
 def add(row: list[float], count: float, total: float, low: float, high: float) -> None:
