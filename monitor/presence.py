@@ -71,6 +71,10 @@ class Tracker:
     `live` turns true at the second `$SYS/broker/uptime` of a connection: the first may be
     the retained copy (stale) and messages before it may be the persistent session's backlog,
     sent while the monitor was away. Before that, messages and counts are not evidence.
+
+    The broker's count now is `counted + adjust`: Mosquitto publishes uptime first in each
+    `$SYS` tick and clients/connected right after it, only when it changed; so the last count
+    received holds at each uptime, and the connect and disconnect lines since move it.
     """
 
     self_client_id: str
@@ -79,17 +83,23 @@ class Tracker:
     )
     live: bool = False
     uptimes: int = 0
+    counted: int | None = None
+    adjust: int = 0
+    unsure: bool = False  # some clients may be uncertain: look for room after evidence
     probes: set[str] = field(default_factory=set)
     confirmed: set[str] = field(default_factory=set)  # online with evidence since (re)connect
     disagree_since: datetime | None = None
+    marked_since: datetime | None = None
 
     # -- the monitor's own connection ------------------------------------------------------
     def monitor_connected(self, username: str, at: datetime) -> None:
         """A new connection: what we believed may have changed unseen while we were away."""
-        self.live, self.uptimes, self.disagree_since = False, 0, None
+        self.live, self.uptimes, self.counted, self.adjust = False, 0, None, 0
+        self.disagree_since = self.marked_since = None
         self.probes.clear()
         self.confirmed = {self.self_client_id}
         count = others(Client.objects.online(), self.self_client_id).update(uncertain=True)
+        self.unsure = True
         if count:
             log.info("%d clients uncertain: the monitor was away since their last evidence", count)
         self_online(self.self_client_id, username, at)
@@ -102,6 +112,7 @@ class Tracker:
     # -- evidence ----------------------------------------------------------------------------
     def line(self, event: brokerlog.Event, at: datetime) -> None:
         """One presence line of the broker log (each in its own short transaction)."""
+        self.adjust += moves(event)
         if is_probe(event.client_id):
             self.probe(event, at)
             return
@@ -117,6 +128,8 @@ class Tracker:
                 self.confirmed.discard(event.client_id)
             elif isinstance(event, brokerlog.LoginRefused):
                 refused(event.client_id, at)
+        if self.unsure:
+            self.pigeonhole(at)
 
     def probe(self, event: brokerlog.Event, at: datetime) -> None:
         if isinstance(event, brokerlog.Connected):
@@ -132,9 +145,13 @@ class Tracker:
         with transaction.atomic():
             if seen(client_id, at):
                 self.confirmed.add(client_id)
+        if self.unsure:
+            self.pigeonhole(at)
 
+    # -- counts ------------------------------------------------------------------------------
     def uptime(self, seconds: float, at: datetime) -> None:
         self.uptimes += 1
+        self.adjust = 0  # this tick's count, when it changed, comes next
         if self.uptimes < 2:
             return  # maybe the retained copy: stale by up to a sys_interval
         self.live = True
@@ -144,34 +161,68 @@ class Tracker:
             closed = broker_restarted(started, self.self_client_id)
             sure = Client.objects.online().filter(uncertain=False)
             self.confirmed = set(sure.values_list("client_id", flat=True))
+            self.unsure = True
             log.warning("broker restarted at %s: %d sessions closed", started, closed)
         if known is None or abs(started - known) > RESTART_SLACK:
             MonitorState.objects.broker_started(started)
-        self.check_bound(at)
+        self.reconcile(at)
 
-    def count(self, connected: int, at: datetime) -> bool:
-        """The broker's clients/connected at `at`, after every event before it; True when it
-        agrees with what we believe."""
+    def count(self, connected: int, at: datetime) -> None:
+        """The broker's clients/connected, received at `at` after every event before it."""
+        self.counted, self.adjust = connected, 0
+        self.reconcile(at)
+
+    def expected(self) -> int | None:
+        """The broker's count now, as far as the lines since the last count tell."""
+        return None if self.counted is None else self.counted + self.adjust
+
+    def reconcile(self, at: datetime) -> None:
+        """Compare the broker's count with the clients believed online, record both, and act
+        on a disagreement that lasts past the bound."""
+        expected = self.expected()
+        if expected is None:
+            return
         if self.live:
-            self.pigeonhole(connected, at)
+            self.pigeonhole(at)
         believed = Client.objects.online().count() + len(self.probes)
-        agree = believed == connected
-        if agree:
+        if believed == expected or not self.live:
             self.disagree_since = None
         elif self.disagree_since is None:
             self.disagree_since = at
+        since = self.lasting(at)
+        if since is not None and since != self.marked_since:
+            self.mark(since, believed, expected)
         MonitorState.objects.counted(
-            believed=believed, broker=connected, at=at, mismatch_since=self.lasting(at)
+            believed=believed, broker=expected, at=at, mismatch_since=since
         )
-        return agree
 
-    # -- counts ------------------------------------------------------------------------------
-    def pigeonhole(self, connected: int, at: datetime) -> None:
+    def mark(self, since: datetime, believed: int, expected: int) -> None:
+        """Once per disagreement: when the broker counts fewer, any client believed online
+        may be the one that left unseen; evidence confirms them again."""
+        self.marked_since = since
+        log.warning(
+            "presence mismatch since %s: %d believed online, the broker counts %d",
+            since,
+            believed,
+            expected,
+        )
+        if expected < believed:
+            others(Client.objects.online(), self.self_client_id).update(uncertain=True)
+            self.confirmed = {self.self_client_id}
+            self.unsure = True
+
+    def pigeonhole(self, at: datetime) -> None:
         """When the broker counts no more clients than we have evidence for, every uncertain
-        one is gone: close them at the time of this count (or their start, if later)."""
+        one is gone: close them at this time (or their start, if later)."""
+        expected = self.expected()
+        if not self.live or expected is None:
+            return
         uncertain = Client.objects.online().filter(uncertain=True)
+        if not uncertain.exists():
+            self.unsure = False
+            return
         sure = Client.objects.online().filter(uncertain=False).count() + len(self.probes)
-        if connected != sure or not uncertain.exists():
+        if expected != sure:
             return
         with transaction.atomic():
             close_open_sessions(uncertain, at, Session.Reason.UNKNOWN, UNSEEN_END)
@@ -182,6 +233,7 @@ class Tracker:
                 last_disconnect_reason=Session.Reason.UNKNOWN,
                 disconnect_count=F("disconnect_count") + 1,
             )
+        self.unsure = False
         log.info("%d uncertain clients gone: the broker counts only the %d confirmed", gone, sure)
 
     def lasting(self, at: datetime) -> datetime | None:
@@ -189,29 +241,14 @@ class Tracker:
         since = self.disagree_since
         return since if since is not None and at - since >= self.bound else None
 
-    def check_bound(self, at: datetime) -> None:
-        """A disagreement past the bound (checked on every uptime, once a sys_interval): the
-        clients believed online are the ones it may concern; evidence confirms them again."""
-        since = self.lasting(at)
-        if since is None:
-            return
-        state = MonitorState.get()
-        if not state.mismatch and state.broker_connected is not None:
-            log.warning(
-                "presence mismatch since %s: %d believed online, the broker counts %d",
-                since,
-                state.believed_online,
-                state.broker_connected,
-            )
-            MonitorState.objects.counted(
-                believed=state.believed_online,
-                broker=state.broker_connected,
-                at=state.reconciled_at or at,
-                mismatch_since=since,
-            )
-        if state.broker_connected is not None and state.broker_connected < state.believed_online:
-            others(Client.objects.online(), self.self_client_id).update(uncertain=True)
-            self.confirmed = {self.self_client_id}
+
+def moves(event: brokerlog.Event) -> int:
+    """How a log line moves the broker's count (a takeover closes the old connection)."""
+    if isinstance(event, brokerlog.Connected):
+        return 1
+    if isinstance(event, brokerlog.Disconnected | brokerlog.TakenOver):
+        return -1
+    return 0
 
 
 def others(clients: ClientQuerySet, self_client_id: str) -> ClientQuerySet:

@@ -247,9 +247,9 @@ def test_every_screen_reads_the_same_presence_numbers(
         connect(ingest, f"dev-{i}", 2)
     ingest.presence.monitor_connected("mqtt-monitor", at(30))
     publish(ingest, "dev-0", 30.1)  # not live yet: dev-0 stays uncertain too
-    count(ingest, 5, 30.2)
-    uptime(ingest, 1040, 40)
-    count(ingest, 5, 40)  # still 5 past the bound: a mismatch
+    go_live(ingest, 30.3)
+    count(ingest, 5, 31.5)
+    uptime(ingest, 1040, 40)  # still 5 past the bound: a mismatch
     presence = MonitorState.get().presence()
     assert (presence.online, presence.uncertain, presence.broker_connected) == (4, 3, 5)
     assert presence.mismatch
@@ -267,3 +267,21 @@ def test_every_screen_reads_the_same_presence_numbers(
         metrics = operator_client.get("/metrics").content.decode()
     assert "mqtt_clients_online 4.0" in metrics and "mqtt_clients_uncertain 3.0" in metrics
     assert "mqtt_clients_broker_connected 5.0" in metrics and "mqtt_clients_mismatch 1.0" in metrics
+
+
+def test_the_last_confirmation_makes_the_room_without_waiting_for_a_count(
+    ingest: Ingest,
+) -> None:
+    """The broker publishes its count only when it changes: a count taken before the
+    confirmations, moved by the lines since, is the count now."""
+    go_live(ingest, 0)
+    connect(ingest, "a", 2)
+    connect(ingest, "b", 2)
+    ingest.presence.monitor_connected("mqtt-monitor", at(60))  # b leaves while we are away
+    go_live(ingest, 61)
+    count(ingest, 2, 62.5)  # us and a
+    connect(ingest, "c", 62.8)  # the count is 3 now, unpublished yet
+    assert uncertain() == {"a", "b"}
+    publish(ingest, "a", 63)
+    assert online() == {MONITOR, "a", "c"} and uncertain() == set()
+    assert Client.objects.get(client_id="b").sessions.get().disconnected_at == at(63)
