@@ -41,6 +41,8 @@ log = logging.getLogger("monitor.presence")
 MESSAGE_GRACE = timedelta(seconds=2)
 # A broker start that moved by less than this is the jitter of whole-second uptimes.
 RESTART_SLACK = timedelta(seconds=3)
+# A drop of the monitor's connection this long before a restart is seen was that restart.
+RESTART_WINDOW = timedelta(minutes=5)
 UNSEEN_END = "ended unseen; the broker's count left no room for it"
 
 
@@ -83,6 +85,8 @@ class Tracker:
     )
     live: bool = False
     uptimes: int = 0
+    last_uptime: float | None = None  # kept across the monitor's reconnects
+    lost_at: datetime | None = None  # when the monitor's connection last dropped
     counted: int | None = None
     adjust: int = 0
     unsure: bool = False  # some clients may be uncertain: look for room after evidence
@@ -103,6 +107,9 @@ class Tracker:
         if count:
             log.info("%d clients uncertain: the monitor was away since their last evidence", count)
         self_online(self.self_client_id, username, at)
+
+    def monitor_disconnected(self, at: datetime) -> None:
+        self.lost_at = at
 
     def monitor_stopped(self, at: datetime) -> None:
         Client.objects.filter(client_id=self.self_client_id).update(
@@ -152,12 +159,20 @@ class Tracker:
     def uptime(self, seconds: float, at: datetime) -> None:
         self.uptimes += 1
         self.adjust = 0  # this tick's count, when it changed, comes next
+        previous, self.last_uptime = self.last_uptime, seconds
         if self.uptimes < 2:
             return  # maybe the retained copy: stale by up to a sys_interval
         self.live = True
         started = at - timedelta(seconds=seconds)
         known = MonitorState.get().broker_started_at
-        if known is not None and started > known + RESTART_SLACK:
+        # Uptime going back is a restart; across monitor restarts, the stored start moving on.
+        went_back = previous is not None and seconds + 1 < previous
+        if known is not None and (went_back or started > known + RESTART_SLACK):
+            # Whole-second uptimes put the start a second or two off; the moment the old
+            # broker dropped the monitor's connection, when this process saw it, is exact.
+            lost = self.lost_at
+            if lost is not None and started - RESTART_WINDOW < lost < started + RESTART_SLACK:
+                started = lost
             closed = broker_restarted(started, self.self_client_id)
             sure = Client.objects.online().filter(uncertain=False)
             self.confirmed = set(sure.values_list("client_id", flat=True))
@@ -368,6 +383,10 @@ def broker_restarted(since: datetime, except_client_id: str) -> int:
     monitor did, unseen): a message or connect line confirms them, a count closes them."""
     stale = others(Client.objects.online(), except_client_id).filter(connected_since__lt=since)
     with transaction.atomic():
+        # Sessions already closed as unseen by a reconnect after the restart ended at it.
+        Session.objects.filter(
+            reason=Session.Reason.UNKNOWN, connected_at__lt=since, disconnected_at__gt=since
+        ).update(disconnected_at=since, reason=Session.Reason.BROKER_RESTART, detail="")
         closed = close_open_sessions(stale, since, Session.Reason.BROKER_RESTART)
         stale.update(
             uncertain=True,

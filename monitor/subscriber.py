@@ -257,6 +257,7 @@ class Subscriber:
             if dropped:
                 log.info("%d unacknowledged readings left to the broker's redelivery", dropped)
             self.db(lambda: MonitorState.objects.disconnected(now))
+            self.ingest.presence.monitor_disconnected(now)
 
     def on_connected(self, now: datetime) -> None:
         MonitorState.objects.connected(now)

@@ -285,3 +285,17 @@ def test_the_last_confirmation_makes_the_room_without_waiting_for_a_count(
     publish(ingest, "a", 63)
     assert online() == {MONITOR, "a", "c"} and uncertain() == set()
     assert Client.objects.get(client_id="b").sessions.get().disconnected_at == at(63)
+
+
+def test_a_reconnect_seen_before_the_broker_restart_is_known_ends_at_the_restart(
+    ingest: Ingest,
+) -> None:
+    go_live(ingest, 0, broker_uptime=500)
+    connect(ingest, "dev-1", 2)
+    ingest.presence.monitor_connected("mqtt-monitor", at(101))  # the broker restarted at 100
+    connect(ingest, "dev-1", 101.5)  # seen before the new broker's first live uptime
+    uptime(ingest, 2, 102)
+    uptime(ingest, 3, 103)
+    first, second = Client.objects.get(client_id="dev-1").sessions.order_by("connected_at")
+    assert (first.reason, first.disconnected_at) == (Session.Reason.BROKER_RESTART, at(100))
+    assert second.disconnected_at is None and online() == {MONITOR, "dev-1"}
