@@ -21,6 +21,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ class Device:
     client_id: str
     client: mqtt.Client
     connected: threading.Event = field(default_factory=threading.Event)
+    connected_at: float | None = None  # time.time() of the first CONNACK
 
 
 class Fleet:
@@ -65,9 +67,13 @@ class Fleet:
         client.tls_set(ca_certs=str(self.broker.ca_file), cert_reqs=ssl.CERT_REQUIRED)
         client.reconnect_delay_set(min_delay=1, max_delay=2)
         device = Device(client_id, client)
-        client.on_connect = lambda _c, _u, _f, rc, _p: (
-            None if rc.is_failure else device.connected.set()
-        )
+
+        def on_connect(_c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+            if not reason.is_failure:
+                device.connected_at = device.connected_at or time.time()
+                device.connected.set()
+
+        client.on_connect = on_connect
         client.on_disconnect = lambda _c, _u, _f, _rc, _p: device.connected.clear()
         client.connect_async("127.0.0.1", self.broker.port, keepalive=30)
         client.loop_start()
@@ -93,14 +99,19 @@ class Fleet:
         with self.lock:
             return all(d.connected.is_set() for d in self.devices.values())
 
-    def churn(self, rng: random.Random, pool: list[str]) -> None:
-        """One device leaves, or one of `pool` that is not running joins."""
+    def churn(self, rng: random.Random, pool: list[str]) -> tuple[str, bool] | None:
+        """One device leaves, or one of `pool` that is not running joins: (id, joined)."""
         running = self.running()
         idle = [c for c in pool if c not in running]
         if running and (not idle or rng.random() < 0.5):
-            self.stop(rng.choice(sorted(running)))
-        elif idle:
-            self.start(rng.choice(idle))
+            client_id = rng.choice(sorted(running))
+            self.stop(client_id)
+            return client_id, False
+        if idle:
+            client_id = rng.choice(idle)
+            self.start(client_id)
+            return client_id, True
+        return None
 
     def publish_loop(self) -> None:
         while not self.stopping.wait(self.every):
@@ -204,7 +215,7 @@ def broker_online(log_file: Path, probes: bool = False) -> set[str]:
 
 def api_online(base_url: str, token: str) -> set[str]:
     """The client ids the REST API lists with status=online (every page)."""
-    url: str | None = f"{base_url}/api/v1/clients/?status=online"
+    url: str | None = f"{base_url}/api/v1/clients/?status=online&page_size=1000"
     found: set[str] = set()
     while url:
         request = urllib.request.Request(url, headers={"Authorization": f"Token {token}"})
