@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import multiprocessing as mp
 import os
+import queue
 import random
 import shutil
 import statistics
@@ -42,10 +44,11 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # importing them needs Django set up, which main() does first
-    from tests.fleet import Device, Fleet, MonitorProcess
+    from tests.brokers import Broker
+    from tests.fleet import Device, MonitorProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -96,6 +99,97 @@ class LogReplay:
             elif isinstance(event, brokerlog.Disconnected):
                 self.online.discard(event.client_id)
         return set(self.online)
+
+
+DEVICES_PER_PROCESS = 250  # paho waits in select(): file descriptors past 1,024 fail
+
+
+def fleet_worker(broker: Broker, every: float, commands: Any, events: Any) -> None:
+    """One process's share of the fleet (forked: Django is set up already)."""
+    from tests.fleet import Fleet
+
+    fleet = Fleet(broker, every=every)
+
+    def report_join(device: Device) -> None:
+        if device.connected.wait(30) and device.connected_at is not None:
+            events.put(("joined", device.client_id, device.connected_at))
+
+    while True:
+        command, arg = commands.get()
+        if command == "start":
+            device = fleet.start(arg)
+            threading.Thread(target=report_join, args=(device,), daemon=True).start()
+        elif command == "stop":
+            fleet.stop(arg)
+        elif command == "start_all":
+            fleet.start_all(arg)
+            events.put(("ready", len(arg), fleet.all_connected()))
+        else:
+            fleet.close()
+            return
+
+
+class ProcessFleet:
+    """tests/fleet.py's Fleet, spread over processes of DEVICES_PER_PROCESS devices each."""
+
+    def __init__(self, broker: Broker, every: float, devices: int) -> None:
+        ctx = mp.get_context("fork")
+        workers = max(1, -(-devices // DEVICES_PER_PROCESS))
+        self.commands = [ctx.Queue() for _ in range(workers)]
+        self.events = ctx.Queue()
+        self.procs = [
+            ctx.Process(target=fleet_worker, args=(broker, every, q, self.events), daemon=True)
+            for q in self.commands
+        ]
+        for proc in self.procs:
+            proc.start()
+        self.running: set[str] = set()
+
+    def queue_of(self, client_id: str) -> Any:
+        return self.commands[int(client_id.rsplit("-", 1)[1]) % len(self.commands)]
+
+    def start_all(self, client_ids: list[str]) -> None:
+        shares: dict[int, list[str]] = {}
+        for client_id in client_ids:
+            shares.setdefault(id(self.queue_of(client_id)), []).append(client_id)
+        for share in shares.values():
+            self.queue_of(share[0]).put(("start_all", share))
+        for _ in shares:
+            kind, n, ok = self.events.get(timeout=600)
+            assert kind == "ready" and ok, f"{n} devices, not all connected"
+        self.running.update(client_ids)
+
+    def churn(self, rng: random.Random, pool: list[str]) -> tuple[str, bool] | None:
+        idle = [c for c in pool if c not in self.running]
+        if self.running and (not idle or rng.random() < 0.5):
+            client_id = rng.choice(sorted(self.running))
+            self.running.discard(client_id)
+            self.queue_of(client_id).put(("stop", client_id))
+            return client_id, False
+        if idle:
+            client_id = rng.choice(idle)
+            self.running.add(client_id)
+            self.queue_of(client_id).put(("start", client_id))
+            return client_id, True
+        return None
+
+    def close(self) -> None:
+        for q in self.commands:
+            q.put(("close", None))
+        for proc in self.procs:
+            proc.join(30)
+
+
+def collect_joins(run: Run, fleet: ProcessFleet, stop: threading.Event) -> None:
+    """Joins count from the device's CONNACK, reported by its process."""
+    while not stop.is_set():
+        try:
+            kind, client_id, at = fleet.events.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        if kind == "joined":
+            with run.lock:
+                run.events.append((at, client_id, True))
 
 
 def prepare_database(url: str | None, var: Path) -> str:
@@ -249,7 +343,7 @@ def main() -> int:
     from django.conf import settings
 
     from tests.brokers import Broker, free_port, make_certs, wait_for
-    from tests.fleet import Fleet, MonitorProcess
+    from tests.fleet import MonitorProcess
 
     http_port = free_port()
     gunicorn = [PY, "-m", "gunicorn", "-c", str(ROOT / "web" / "gunicorn.conf.py")]
@@ -274,12 +368,13 @@ def main() -> int:
         broker.start()
         stack.callback(broker.stop)
         wait_for(lambda: api_ready(http_port, token), 30, "gunicorn")
-        fleet = Fleet(broker, every=args.every)
+        fleet = ProcessFleet(broker, args.every, args.devices)
         stack.callback(fleet.close)
         pool = [f"dev-{i:04d}" for i in range(args.devices)]
         print(f"connecting {len(pool) * 3 // 4} devices...", file=sys.stderr, flush=True)
         fleet.start_all(pool[: len(pool) * 3 // 4])
-        wait_for(fleet.all_connected, 120, "the devices connected")
+        joins = threading.Thread(target=collect_joins, args=(run, fleet, stop), daemon=True)
+        joins.start()
         monitor = MonitorProcess(broker, var, bound=30)
         monitor.start()
         stack.callback(monitor.stop)
@@ -312,7 +407,7 @@ def api_ready(port: int, token: str) -> bool:
 
 def churn(
     run: Run,
-    fleet: Fleet,
+    fleet: ProcessFleet,
     pool: list[str],
     monitor: MonitorProcess,
     args: argparse.Namespace,
@@ -340,25 +435,12 @@ def churn(
         time.sleep(rng.expovariate(args.churn))
 
 
-def one_churn(run: Run, fleet: Fleet, pool: list[str], rng: random.Random) -> None:
-    before = time.time()  # a leave counts from its DISCONNECT, sent in fleet.stop()
+def one_churn(run: Run, fleet: ProcessFleet, pool: list[str], rng: random.Random) -> None:
+    before = time.time()  # a leave counts from its DISCONNECT, sent right after
     event = fleet.churn(rng, pool)
-    if event is None:
-        return
-    client_id, joined = event
-    if not joined:
+    if event is not None and not event[1]:
         with run.lock:
-            run.events.append((before, client_id, False))
-    else:
-        device = fleet.devices[client_id]
-        # The join counts from the broker's CONNACK, seen by the device.
-        threading.Thread(target=record_join, args=(run, device), daemon=True).start()
-
-
-def record_join(run: Run, device: Device) -> None:
-    if device.connected.wait(10) and device.connected_at is not None:
-        with run.lock:
-            run.events.append((device.connected_at, device.client_id, True))
+            run.events.append((before, event[0], False))
 
 
 def report(run: Run, args: argparse.Namespace, settle: float) -> None:

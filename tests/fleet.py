@@ -87,9 +87,16 @@ class Fleet:
         device.client.disconnect()
         device.client.loop_stop()
 
-    def start_all(self, client_ids: Iterable[str]) -> None:
-        for client_id in client_ids:
-            self.start(client_id)
+    def start_all(self, client_ids: Iterable[str], batch: int = 50) -> None:
+        """In batches, each given time to connect: hundreds of TLS handshakes at once, each
+        on its own thread, time out and retry together, and never finish."""
+        pending = list(client_ids)
+        while pending:
+            started = [self.start(client_id) for client_id in pending[:batch]]
+            del pending[:batch]
+            deadline = time.monotonic() + 20
+            for device in started:
+                device.connected.wait(max(0.0, deadline - time.monotonic()))
 
     def running(self) -> set[str]:
         with self.lock:
