@@ -232,6 +232,8 @@ class Tracker:
         expected = self.expected()
         if not self.live or expected is None:
             return
+        if expected != len(self.confirmed) + len(self.probes):
+            return  # no room yet, by the ids confirmed in memory: spare the queries
         uncertain = Client.objects.online().filter(uncertain=True)
         if not uncertain.exists():
             self.unsure = False
