@@ -184,11 +184,12 @@ class Connections:
 
     def opened(self, item: Opened) -> None:
         self.names[item.name] = (item.event.client_id, item.at)
-        presence.apply(item.event, item.at)
-        Client.objects.filter(client_id=item.event.client_id).update(node=item.node)
-        Session.objects.filter(client__client_id=item.event.client_id, disconnected_at=None).update(
-            node=item.node
-        )
+        with transaction.atomic():
+            presence.connected(item.event, item.at)
+            Client.objects.filter(client_id=item.event.client_id).update(node=item.node)
+            Session.objects.filter(
+                client__client_id=item.event.client_id, disconnected_at=None
+            ).update(node=item.node)
 
     def closed(self, item: Closed) -> None:
         self.closed_names[item.name] = item.at
@@ -196,9 +197,9 @@ class Connections:
         if known is None:
             return  # opened while the monitor was away: the next reconcile closes it
         port = _int(item.name.split(" -> ")[0].rsplit(":", 1)[-1])
-        presence.apply(
-            brokerlog.Disconnected(known[0], "closed", "connection closed", port=port), item.at
-        )
+        event = brokerlog.Disconnected(known[0], "closed", "connection closed", port=port)
+        with transaction.atomic():
+            presence.disconnected(event, item.at)
 
     def reconcile(self, listed: list[Opened], now: datetime) -> tuple[int, int]:
         """Open what the cluster lists and we hold offline; close what we hold online and the
@@ -287,11 +288,7 @@ class ClusterSubscriber:
             ", ".join(self.options.telemetry_topics),
             TELEMETRY_QUEUE,
         )
-        self.db(
-            lambda: MonitorState.objects.update_or_create(
-                pk=1, defaults={"started_at": timezone.now(), "stopped_at": None}
-            )
-        )
+        self.db(lambda: MonitorState.objects.started(timezone.now()))
         delay = RETRY_SECONDS
         while not self.stopping:
             try:
@@ -307,15 +304,11 @@ class ClusterSubscriber:
                     dropped,
                     delay,
                 )
-                self.db(lambda: MonitorState.objects.filter(pk=1).update(connected=False))
+                self.db(lambda: MonitorState.objects.disconnected(timezone.now()))
                 self.sleep(delay)
                 delay = min(delay * 2, self.options.reconnect_max)
         now = timezone.now()
-        self.db(
-            lambda: MonitorState.objects.filter(pk=1).update(
-                connected=False, stopped_at=now, disconnected_at=now
-            )
-        )
+        self.db(lambda: MonitorState.objects.stopped(now))
         log.info("monitor stopped: %d readings stored", self.ingest.stored)
         connection.close()
 
@@ -328,9 +321,7 @@ class ClusterSubscriber:
             log.info("connected to RabbitMQ (%s)", conn._impl.params.host)
             now = timezone.now()
             self.db(lambda: DeliveryLedger.objects.prune(now - LEDGER_KEPT))
-            self.db(
-                lambda: MonitorState.objects.filter(pk=1).update(connected=True, connected_at=now)
-            )
+            self.db(lambda: MonitorState.objects.connected(now))
             self.loop(conn, channel)
             self.flush(channel)
         finally:
@@ -362,9 +353,7 @@ class ClusterSubscriber:
                 self.reconcile()
                 next_reconcile = time.monotonic() + self.options.reconcile_seconds
             if time.monotonic() >= next_beat:
-                self.db(
-                    lambda: MonitorState.objects.filter(pk=1).update(heartbeat_at=timezone.now())
-                )
+                self.db(lambda: MonitorState.objects.heartbeat(timezone.now()))
                 next_beat = time.monotonic() + HEARTBEAT_SECONDS
 
     def on_telemetry(self, _ch: Any, method: Any, _props: Any, body: bytes) -> None:
@@ -386,14 +375,9 @@ class ClusterSubscriber:
         if item is None:
             return
         if isinstance(item, Opened):
-            self.db(lambda: self.atomically(self.connections.opened, item))
+            self.db(lambda: self.connections.opened(item))
         else:
-            self.db(lambda: self.atomically(self.connections.closed, item))
-
-    @staticmethod
-    def atomically(work: Any, item: Any) -> None:
-        with transaction.atomic():
-            work(item)
+            self.db(lambda: self.connections.closed(item))
 
     def flush(self, channel: Any) -> None:
         try:

@@ -23,7 +23,7 @@ is therefore read from its end, where the broker's own "(p5, c1, k60, u'...')." 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Session.Reason values (kept as plain strings so this module has no Django import).
 CLEAN = "clean"
@@ -69,7 +69,11 @@ class TakenOver:
 
 @dataclass(frozen=True)
 class LoginRefused:
+    """A connection that never became a client: a refused login, or a failed TLS handshake
+    or CONNECT (`Client <unknown> ...`, whatever the reason)."""
+
     client_id: str  # usually "<unknown>": 2.0 refuses before it records the id
+    detail: str = field(default="", compare=False)
 
 
 Event = Connected | Disconnected | TakenOver | LoginRefused
@@ -181,18 +185,21 @@ def parse_disconnect(line: str) -> Event | None:
             if line.endswith(tail):
                 return disconnect_or_refusal(line[7 : -len(tail)], reason, tail[1:-1])
         if (match := DUE_TO.match(line)) is not None:
-            return Disconnected(match["id"], OTHER, f"due to {match['detail']}")
+            return disconnect_or_refusal(match["id"], OTHER, f"due to {match['detail']}")
     if (match := SOCKET_ERROR.match(line)) is not None:
         client_id = match["id1"] or match["id2"] or match["id3"] or ""
-        return Disconnected(client_id, CLOSED, match["d1"] or match["d2"] or "socket error")
+        return disconnect_or_refusal(
+            client_id, CLOSED, match["d1"] or match["d2"] or "socket error"
+        )
     return None
 
 
 def disconnect_or_refusal(
     client_id: str, reason: str, detail: str, address: str = "", port: int | None = None
 ) -> Event:
-    if reason == NOT_AUTHORISED and client_id == UNKNOWN_CLIENT:
-        return LoginRefused(client_id)
+    if client_id == UNKNOWN_CLIENT:
+        # Never connected as a client (refused, or a handshake that failed): not a device.
+        return LoginRefused(client_id, detail.strip())
     return Disconnected(client_id, reason, detail.strip(), address, port)
 
 

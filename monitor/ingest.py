@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.conf import settings
 from django.db import (
@@ -99,8 +99,7 @@ class Ingest:
         self.max_payload = max_payload or settings.TELEMETRY_MAX_BYTES
         self.batch = Batch()
         self.client_pks: dict[str, int] = {}
-        self.uptime: float | None = None
-        self.broker_connected: int | None = None
+        self.presence = presence.Tracker(self.self_client_id)
         self.stored = 0
         self.duplicates = 0
         self.quarantined = 0
@@ -139,7 +138,7 @@ class Ingest:
     def handle_log_line(self, line: str, received_at: datetime) -> None:
         event = brokerlog.parse_line(line)
         if event is not None:
-            presence.apply(event, received_at)
+            self.presence.line(event, received_at)
 
     def handle_stat(self, topic: str, value: str, received_at: datetime) -> None:
         self.batch.stats[topic] = (value, received_at)
@@ -148,10 +147,11 @@ class Ingest:
             return
         self.batch.samples.append((topic, number, received_at))
         self.batch.size += 1
+        # Presence takes counts in stream order, with exactly the lines before them.
         if topic == UPTIME_TOPIC:
-            self.check_restart(number, received_at)
+            self.presence.uptime(number, received_at)
         elif topic == CONNECTED_TOPIC:
-            self.broker_connected = int(number)
+            self.presence.count(int(number), received_at)
 
     def handle_telemetry(
         self, topic: str, payload: bytes, received_at: datetime, mid: int = 0, key: str = ""
@@ -165,6 +165,7 @@ class Ingest:
             Message(message.client_id, received_at, message.values, topic=topic, mid=mid, key=key)
         )
         self.batch.size += len(message.values)
+        self.presence.message(message.client_id, received_at)
 
     def bad_payload(
         self, topic: str, error: str, received_at: datetime, mid: int = 0, key: str = ""
@@ -177,13 +178,7 @@ class Ingest:
         # A flood of bad payloads must not become a flood of log lines.
         if self.batch.bad_count <= BAD_LOG_LINES_PER_FLUSH:
             log.warning("bad payload on %r: %s", topic[:200], error)
-
-    def check_restart(self, uptime: float, at: datetime) -> None:
-        if self.uptime is not None and uptime + 2 < self.uptime:
-            since = at - timedelta(seconds=uptime)
-            closed = presence.broker_restarted(at, since, self.self_client_id)
-            log.warning("broker restarted %s ago: %d sessions closed", at - since, closed)
-        self.uptime = uptime
+        self.presence.message(client_id, received_at)
 
     # -- exactly once --------------------------------------------------------------------------
     def session_started(self, session_present: bool) -> None:
@@ -254,15 +249,6 @@ class Ingest:
             raise
         self.flush_keys = []  # the caller acknowledges the whole batch now
         self.ledger = None  # other consumers commit too: read again for the next redelivery
-        if self.broker_connected is not None and batch.stats.get(CONNECTED_TOPIC):
-            try:
-                presence.reconcile(
-                    self.broker_connected, batch.stats[CONNECTED_TOPIC][1], self.self_client_id
-                )
-            except DatabaseError as exc:
-                # The batch is committed: raising would keep its messages unacknowledged, and
-                # a reconnect before the next flush would have the broker deliver them again.
-                log.warning("could not compare presence with the broker's count: %s", exc)
         self.stored += stored
         return stored
 
@@ -386,10 +372,7 @@ class Ingest:
                 # batch is acknowledged at once, after the last part.
                 DeliveryLedger.objects.record(self.consumer, self.flush_keys + keys)
             if readings or bad:
-                MonitorState.objects.filter(pk=1).update(
-                    readings_stored=F("readings_stored") + len(readings),
-                    bad_payloads=F("bad_payloads") + len(bad),
-                )
+                MonitorState.objects.stored(len(readings), len(bad))
 
     def resolve(self, client_ids: set[str]) -> dict[str, int]:
         missing = [c for c in client_ids if c not in self.client_pks]
@@ -441,9 +424,7 @@ class Ingest:
             return
         BrokerStat.objects.keep([(t, v, stat_number(v), at) for t, (v, at) in batch.stats.items()])
         BrokerStatSample.objects.add(batch.samples)
-        MonitorState.objects.filter(pk=1).update(
-            last_sys_at=max(at for _v, at in batch.stats.values())
-        )
+        MonitorState.objects.sys_seen(max(at for _v, at in batch.stats.values()))
 
 
 def merge(old: Batch, new: Batch) -> Batch:

@@ -7,14 +7,91 @@ read them. Querysets carry the questions the UI asks (`Client.objects.online()`,
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import connection, models
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 # (client pk, metric, value, at): a reading as the bulk writers take it.
 ReadingRow = tuple[int, str, float, datetime]
+
+
+@dataclass(frozen=True)
+class Presence:
+    """The presence numbers every screen shows (dashboard card and banner, list filters, API,
+    /metrics): read once, from the rows the monitor keeps in stream order."""
+
+    online: int
+    uncertain: int
+    broker_connected: int | None
+    counted_at: datetime | None
+    mismatch_since: datetime | None
+
+    @property
+    def mismatch(self) -> bool:
+        """The broker's count has disagreed with the clients believed online past the bound."""
+        return self.mismatch_since is not None
+
+
+class MonitorStateManager(models.Manager["MonitorState"]):
+    """The one writer of the MonitorState row (pk=1): the monitor calls these, nothing else
+    updates the row."""
+
+    def row(self) -> models.QuerySet[MonitorState]:
+        return self.filter(pk=1)
+
+    def current(self) -> MonitorState:
+        state, _ = self.get_or_create(pk=1)
+        return state
+
+    def started(self, at: datetime) -> None:
+        self.update_or_create(pk=1, defaults={"started_at": at, "stopped_at": None})
+
+    def stopped(self, at: datetime) -> None:
+        self.row().update(connected=False, stopped_at=at, disconnected_at=at)
+
+    def connected(self, at: datetime) -> None:
+        self.current()
+        self.row().update(connected=True, connected_at=at)
+
+    def disconnected(self, at: datetime) -> None:
+        self.row().update(connected=False, disconnected_at=at)
+
+    def heartbeat(self, at: datetime) -> None:
+        self.row().update(heartbeat_at=at)
+
+    def sys_seen(self, at: datetime) -> None:
+        self.row().update(last_sys_at=at)
+
+    def stored(self, readings: int, bad: int) -> None:
+        self.row().update(
+            readings_stored=F("readings_stored") + readings, bad_payloads=F("bad_payloads") + bad
+        )
+
+    def refused(self) -> None:
+        self.row().update(refused_logins=F("refused_logins") + 1)
+
+    def test_service_run(self) -> None:
+        self.row().update(test_service_runs=F("test_service_runs") + 1)
+
+    def broker_started(self, at: datetime) -> None:
+        self.row().update(broker_started_at=at)
+
+    def counted(
+        self, *, believed: int, broker: int, at: datetime, mismatch_since: datetime | None
+    ) -> None:
+        """The broker's latest count, as applied in stream order, and how long it has
+        disagreed with the clients believed online (None: agrees, or not for long)."""
+        self.row().update(
+            believed_online=believed,
+            broker_connected=broker,
+            reconciled_at=at,
+            mismatch=mismatch_since is not None,
+            mismatch_since=mismatch_since,
+        )
 
 
 class MonitorState(models.Model):
@@ -31,6 +108,9 @@ class MonitorState(models.Model):
     last_sys_at = models.DateTimeField(
         null=True, blank=True, help_text="Last $SYS message received (stale when old)."
     )
+    broker_started_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the broker started, from its live uptime."
+    )
     # Reconciliation of our presence view against $SYS/broker/clients/connected.
     believed_online = models.PositiveIntegerField(default=0)
     broker_connected = models.IntegerField(null=True, blank=True)
@@ -40,10 +120,16 @@ class MonitorState(models.Model):
     )
     mismatch_since = models.DateTimeField(null=True, blank=True)
     refused_logins = models.PositiveBigIntegerField(
-        default=0, help_text="'Client <unknown> disconnected, not authorised.' lines seen."
+        default=0,
+        help_text="Refused or failed connections ('Client <unknown> ...' lines) seen.",
+    )
+    test_service_runs = models.PositiveBigIntegerField(
+        default=0, help_text="Test service probe clients seen connecting."
     )
     bad_payloads = models.PositiveBigIntegerField(default=0)
     readings_stored = models.PositiveBigIntegerField(default=0)
+
+    objects = MonitorStateManager()
 
     class Meta:
         verbose_name = "monitor state"
@@ -54,12 +140,22 @@ class MonitorState(models.Model):
 
     @classmethod
     def get(cls) -> MonitorState:
-        state, _ = cls.objects.get_or_create(pk=1)
-        return state
+        return cls.objects.current()
 
     def is_alive(self, now: datetime | None = None, within: float = 30.0) -> bool:
         now = now or timezone.now()
         return self.heartbeat_at is not None and now - self.heartbeat_at < timedelta(seconds=within)
+
+    def presence(self) -> Presence:
+        """The presence numbers: this row's count and one query over the clients."""
+        counts = Client.objects.counts()
+        return Presence(
+            online=counts["online"],
+            uncertain=counts["uncertain"],
+            broker_connected=self.broker_connected,
+            counted_at=self.reconciled_at,
+            mismatch_since=self.mismatch_since if self.mismatch else None,
+        )
 
 
 class DeliveryCursorQuerySet(models.QuerySet["DeliveryCursor"]):
@@ -205,8 +301,16 @@ class ClientQuerySet(models.QuerySet["Client"]):
         return self.filter(online=False, connect_count=0)
 
     def uncertain(self) -> ClientQuerySet:
-        """Last event predates a monitor outage: the online flag may be wrong."""
+        """Believed online without fresh evidence (the monitor or the broker was away, or the
+        broker's count disagreed past the bound): it may have left unseen."""
         return self.filter(uncertain=True)
+
+    def counts(self) -> dict[str, int]:
+        """{"online": n, "uncertain": n} in one query: what Presence is made of."""
+        return self.aggregate(
+            online=Count("pk", filter=Q(online=True)),
+            uncertain=Count("pk", filter=Q(uncertain=True)),
+        )
 
     def with_status(self, status: str) -> ClientQuerySet:
         """The clients of one Client.Status (the UI's and the API's filter); all for ""."""
@@ -236,7 +340,7 @@ class Client(models.Model):
     online = models.BooleanField(default=False, db_index=True)
     uncertain = models.BooleanField(
         default=False,
-        help_text="The last event about this client predates a monitor outage.",
+        help_text="Believed online, but the evidence predates an outage or a disagreeing count.",
     )
     last_address = models.CharField(max_length=64, blank=True, help_text="IP address.")
     last_port = models.PositiveIntegerField(null=True, blank=True)
@@ -293,11 +397,16 @@ class Session(models.Model):
         PROTOCOL_ERROR = "protocol_error", "protocol error"
         ADMINISTRATIVE = "administrative", "administrative action"
         BROKER_RESTART = "broker_restart", "broker restarted"
-        UNKNOWN = "unknown", "unknown (monitor was away)"
+        UNKNOWN = "unknown", "unknown: ended unseen (monitor or broker away)"
         OTHER = "other", "other"
 
     client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="sessions")
     connected_at = models.DateTimeField()
+    start_known = models.BooleanField(
+        default=True,
+        help_text="False when the connect was not seen: connected_at is the first evidence "
+        "(a message), the connect happened at or before it.",
+    )
     disconnected_at = models.DateTimeField(null=True, blank=True)
     reason = models.CharField(max_length=32, blank=True, choices=Reason.choices)
     detail = models.CharField(max_length=255, blank=True, help_text="The broker's words.")
@@ -312,6 +421,13 @@ class Session(models.Model):
     class Meta:
         ordering = ["-connected_at"]
         indexes = [models.Index(fields=["client", "-connected_at"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(disconnected_at__isnull=True)
+                | Q(disconnected_at__gte=F("connected_at")),
+                name="session_ends_after_it_starts",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.client} from {self.connected_at:%Y-%m-%d %H:%M:%S}"

@@ -30,7 +30,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from monitor import account, presence
+from monitor import account
 from monitor.ingest import Ingest
 from monitor.models import MonitorState
 
@@ -77,12 +77,29 @@ class Item:
     dup: bool = False
 
 
+@dataclass(frozen=True)
+class Connected:
+    """The monitor's own connection came up (queued by paho's thread, in stream order)."""
+
+    generation: int
+    session_present: bool
+
+
+@dataclass(frozen=True)
+class Disconnected:
+    generation: int
+    reason: str
+
+
+Queued = Item | Connected | Disconnected
+
+
 class Subscriber:
     """The monitor's loop: `run()` until `stop()`, as `manage.py monitor` runs it."""
 
     def __init__(self, options: Options | None = None) -> None:
         self.options = options or Options()
-        self.queue: queue.Queue[Item | tuple[str, int, Any]] = queue.Queue()
+        self.queue: queue.Queue[Queued] = queue.Queue()
         self.stopping = threading.Event()
         self.generation = 0
         self.connected = threading.Event()
@@ -127,11 +144,11 @@ class Subscriber:
             return
         self.generation += 1
         client.subscribe(self.options.subscriptions())
-        self.queue.put(("connected", self.generation, flags.session_present))
+        self.queue.put(Connected(self.generation, flags.session_present))
 
     def on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         self.generation += 1
-        self.queue.put(("disconnected", self.generation, str(reason)))
+        self.queue.put(Disconnected(self.generation, str(reason)))
 
     def on_subscribe(
         self, _c: mqtt.Client, _u: Any, _mid: int, reasons: list[Any], _p: Any
@@ -174,11 +191,7 @@ class Subscriber:
             ", ".join(o.telemetry_topics),
             f" shared in group {o.share_group!r}" if o.share_group else "",
         )
-        self.db(
-            lambda: MonitorState.objects.update_or_create(
-                pk=1, defaults={"started_at": timezone.now(), "stopped_at": None}
-            )
-        )
+        self.db(lambda: MonitorState.objects.started(timezone.now()))
         self.client.connect_async(
             o.host,
             o.port,
@@ -220,10 +233,10 @@ class Subscriber:
                 return
             self.take(item)
 
-    def take(self, item: Item | tuple[str, int, Any]) -> None:
+    def take(self, item: Queued) -> None:
         try:
-            if isinstance(item, tuple):
-                self.state_change(*item)
+            if not isinstance(item, Item):
+                self.state_change(item)
                 return
             # Not through db(): most messages only join the batch, and close_old_connections()
             # per message cost a third of their handling; flush() calls it every flush_seconds.
@@ -237,33 +250,28 @@ class Subscriber:
         if isinstance(item, Item) and item.qos > 0:
             self.unacked.append(item)
 
-    def state_change(self, what: str, generation: int, detail: Any) -> None:
+    def state_change(self, event: Connected | Disconnected) -> None:
         now = timezone.now()
-        if what == "connected":
+        if isinstance(event, Connected):
             self.connected.set()
-            log.info("connected to the broker (session present: %s)", detail)
-            self.db(lambda: self.on_connected(now, bool(detail)))
+            log.info("connected to the broker (session present: %s)", event.session_present)
+            self.db(lambda: self.on_connected(now, event.session_present))
         else:
             self.connected.clear()
-            log.warning("disconnected from the broker (%s); reconnecting with backoff", detail)
+            log.warning("disconnected from the broker (%s); reconnecting", event.reason)
             # Not acknowledged, so the broker still holds them and delivers them again.
             dropped = self.ingest.drop_pending_telemetry()
             self.unacked.clear()
             if dropped:
                 log.info("%d unacknowledged readings left to the broker's redelivery", dropped)
-            self.db(
-                lambda: MonitorState.objects.filter(pk=1).update(
-                    connected=False, disconnected_at=now
-                )
-            )
+            self.db(lambda: MonitorState.objects.disconnected(now))
+            self.ingest.presence.monitor_disconnected(now)
 
     def on_connected(self, now: datetime, session_present: bool) -> None:
         self.ingest.session_started(session_present)
-        MonitorState.get()
-        MonitorState.objects.filter(pk=1).update(connected=True, connected_at=now)
+        MonitorState.objects.connected(now)
         if self.options.presence:
-            presence.mark_uncertain(now, self.options.client_id)
-            presence.self_online(self.options.client_id, self.options.username, now)
+            self.ingest.presence.monitor_connected(self.options.username, now)
 
     def flush(self) -> None:
         try:
@@ -280,7 +288,7 @@ class Subscriber:
         self.unacked.clear()
 
     def heartbeat(self) -> None:
-        MonitorState.objects.filter(pk=1).update(heartbeat_at=timezone.now())
+        MonitorState.objects.heartbeat(timezone.now())
 
     def db(self, work: Any) -> Any:
         """Database work outside a batch: while the database is away it is logged and skipped
@@ -303,12 +311,8 @@ class Subscriber:
         self.client.disconnect()
         self.client.loop_stop()
         now = timezone.now()
-        self.db(
-            lambda: MonitorState.objects.filter(pk=1).update(
-                connected=False, stopped_at=now, disconnected_at=now
-            )
-        )
+        self.db(lambda: MonitorState.objects.stopped(now))
         if self.options.presence:
-            self.db(lambda: presence.self_offline(self.options.client_id, now))
+            self.db(lambda: self.ingest.presence.monitor_stopped(now))
         log.info("monitor stopped: %d readings stored", self.ingest.stored)
         connection.close()

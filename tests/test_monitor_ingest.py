@@ -14,7 +14,7 @@ from django.core.management import call_command
 from django.db import DataError, IntegrityError, OperationalError, connection
 
 from brokerauth.models import Account, Rule
-from monitor import presence, telemetry
+from monitor import telemetry
 from monitor.ingest import Ingest
 from monitor.models import (
     BrokerStat,
@@ -24,7 +24,6 @@ from monitor.models import (
     MonitorState,
     Reading,
     ReadingQuerySet,
-    Session,
 )
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -165,97 +164,6 @@ def test_a_batch_whose_retry_fails_too_is_kept_for_the_next_flush(
     assert ingest.flush() == 1
     assert Client.objects.get(client_id="dev-1").bad_message_count == 1
     assert MonitorState.get().bad_payloads == 1
-
-
-def test_a_committed_batch_counts_as_written_when_the_presence_check_after_it_fails(
-    ingest: Ingest, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def fail(*_args: object) -> None:
-        raise OperationalError("the database went away after the commit")
-
-    monkeypatch.setattr(presence, "reconcile", fail)
-    ingest.handle_message("devices/dev-1/telemetry/t", b"1", T0)
-    ingest.handle_message("$SYS/broker/clients/connected", b"2", T0)
-    assert ingest.flush() == 1
-    assert ingest.pending() == 0 and Reading.objects.count() == 1
-
-
-def test_presence_follows_connect_takeover_and_disconnect_lines(ingest: Ingest) -> None:
-    log_line(
-        ingest, "New client connected from 10.0.0.5:43476 as dev-1 (p2, c0, k60, u'alice').", T0
-    )
-    client = Client.objects.get(client_id="dev-1")
-    assert client.online and client.username == "alice" and client.clean_start is False
-    assert list(Client.objects.online()) == [client]
-
-    log_line(ingest, "Client dev-1 already connected, closing old connection.", T0)
-    log_line(
-        ingest, "New client connected from 10.0.0.6:5000 as dev-1 (p5, c1, k30, u'alice').", T0
-    )
-    log_line(
-        ingest, "Client dev-1 has exceeded timeout, disconnecting.", T0 + timedelta(seconds=45)
-    )
-    client.refresh_from_db()
-    assert not client.online and client.last_address == "10.0.0.6"
-    assert client.connect_count == 2
-    assert list(
-        client.sessions.order_by("connected_at", "id").values_list("reason", flat=True)
-    ) == [
-        Session.Reason.TAKEN_OVER,
-        Session.Reason.TIMEOUT,
-    ]
-    assert list(Client.objects.offline()) == [client]
-
-
-def test_refusals_are_counted(ingest: Ingest) -> None:
-    MonitorState.get()
-    log_line(ingest, "Client <unknown> disconnected, not authorised.", T0)
-    log_line(ingest, "Client auto-1234 disconnected, not authorised.", T0)
-    assert MonitorState.get().refused_logins == 2
-    assert not Client.objects.exists()
-
-
-def test_sys_values_are_kept_with_a_series_and_a_broker_restart_closes_sessions(
-    ingest: Ingest,
-) -> None:
-    log_line(ingest, "New client connected from 10.0.0.5:1 as dev-1 (p5, c1, k60, u'alice').", T0)
-    ingest.handle_message("$SYS/broker/uptime", b"500 seconds", T0)
-    ingest.handle_message("$SYS/broker/version", b"mosquitto version 2.0.11", T0)
-    ingest.handle_message("$SYS/broker/uptime", b"3 seconds", T0 + timedelta(seconds=10))
-    ingest.flush()
-    assert BrokerStat.objects.latest_values()["$SYS/broker/uptime"] == "3 seconds"
-    assert BrokerStat.objects.get(topic="$SYS/broker/uptime").number == 3.0
-    client = Client.objects.get(client_id="dev-1")
-    assert not client.online and client.last_disconnect_reason == "broker_restart"
-
-
-def test_reconciliation_reports_a_lasting_mismatch_and_marks_outage_clients_uncertain(
-    ingest: Ingest,
-) -> None:
-    log_line(ingest, "New client connected from 10.0.0.5:1 as dev-1 (p5, c1, k60, u'alice').", T0)
-    for at in (T0, T0 + timedelta(seconds=1)):
-        ingest.handle_message("$SYS/broker/clients/connected", b"3", at)
-        ingest.flush()
-    state = MonitorState.get()
-    assert state.mismatch and (state.broker_connected, state.believed_online) == (3, 1)
-    presence.mark_uncertain(T0 + timedelta(minutes=1), "monitor")
-    assert list(Client.objects.uncertain()) == [Client.objects.get(client_id="dev-1")]
-    ingest.handle_message("$SYS/broker/clients/connected", b"1", T0 + timedelta(minutes=2))
-    ingest.flush()
-    assert not Client.objects.online().exists()  # the broker counts only the monitor
-
-
-def test_a_count_older_than_a_connect_does_not_take_it_back(ingest: Ingest) -> None:
-    """The count retained at subscription time, then a device's connect line, then the
-    flush: the device connected after the count was taken."""
-    ingest.handle_message("$SYS/broker/clients/connected", b"1", T0)
-    log_line(
-        ingest,
-        "New client connected from 10.0.0.5:1 as dev-1 (p5, c1, k60, u'alice').",
-        T0 + timedelta(milliseconds=50),
-    )
-    ingest.flush()
-    assert list(Client.objects.online().values_list("client_id", flat=True)) == ["dev-1"]
 
 
 # -- commands ------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ def test_dashboard_shows_broker_clients_refusals_and_rates(
     html = response.content.decode()
     assert "mosquitto version 2.0.18" in html
     assert "1 d 2 h 3 min" in html
-    assert response.context["online"] == 1
+    assert response.context["presence"].online == 1
     assert response.context["refused_auth"] == 1
     assert not response.context["sys_stale"]
     assert "disagree" not in html and "believes" not in html
@@ -59,8 +59,11 @@ def test_dashboard_warns_about_stale_data_and_a_presence_mismatch(
     operator_client: HttpClient, broker_state: MonitorState
 ) -> None:
     broker_state.last_sys_at = timezone.now() - timedelta(hours=1)
-    broker_state.mismatch, broker_state.believed_online, broker_state.broker_connected = True, 3, 5
+    broker_state.mismatch, broker_state.broker_connected = True, 5
+    broker_state.mismatch_since = timezone.now() - timedelta(minutes=1)
     broker_state.save()
+    for i in range(3):
+        seed_client(f"dev-{i}", readings=0)
     html = operator_client.get("/").content.decode()
     assert "The monitor believes <strong>3</strong> clients are online" in html
     assert "the broker counts <strong>5</strong>" in html

@@ -21,15 +21,16 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from brokerauth.models import AuthEvent
-from monitor.models import BrokerStat, Client, MonitorState
+from monitor.models import BrokerStat, MonitorState
 
 
 class ServiceCollector(Collector):
     def collect(self) -> Iterator[Metric]:
+        state = MonitorState.get()  # read once: the presence numbers and the monitor's totals
         yield from self.broker()
-        yield from self.clients()
+        yield from self.clients(state)
         yield from self.decisions()
-        yield from self.monitor()
+        yield from self.monitor(state)
 
     def broker(self) -> Iterator[Metric]:
         sys = GaugeMetricFamily(
@@ -42,11 +43,28 @@ class ServiceCollector(Collector):
                 sys.add_metric([topic], number)
         yield sys
 
-    def clients(self) -> Iterator[Metric]:
+    def clients(self, state: MonitorState) -> Iterator[Metric]:
+        presence = state.presence()
         yield GaugeMetricFamily(
             "mqtt_clients_online",
-            "Clients the monitor sees connected.",
-            value=Client.objects.online().count(),
+            "Clients believed online (uncertain ones included).",
+            value=presence.online,
+        )
+        yield GaugeMetricFamily(
+            "mqtt_clients_uncertain",
+            "Clients believed online without fresh evidence (monitor or broker was away).",
+            value=presence.uncertain,
+        )
+        if presence.broker_connected is not None:
+            yield GaugeMetricFamily(
+                "mqtt_clients_broker_connected",
+                "The broker's own count of connected clients, as the monitor last applied it.",
+                value=presence.broker_connected,
+            )
+        yield GaugeMetricFamily(
+            "mqtt_clients_mismatch",
+            "1 when the broker's count has disagreed with the clients online past the bound.",
+            value=presence.mismatch,
         )
 
     def decisions(self) -> Iterator[Metric]:
@@ -67,8 +85,7 @@ class ServiceCollector(Collector):
                 family.add_metric([row["kind"], "allow" if row["allowed"] else "deny"], row["n"])
             yield family
 
-    def monitor(self) -> Iterator[Metric]:
-        state = MonitorState.get()
+    def monitor(self, state: MonitorState) -> Iterator[Metric]:
         yield GaugeMetricFamily(
             "mqtt_monitor_up", "1 when the monitor reported in recently.", value=state.is_alive()
         )
@@ -79,6 +96,7 @@ class ServiceCollector(Collector):
             )
         for name, value, text in (
             ("refused_logins", state.refused_logins, "Refused CONNECTs seen in the broker log."),
+            ("test_service_runs", state.test_service_runs, "Test service probe clients seen."),
             ("bad_payloads", state.bad_payloads, "Telemetry messages that could not be read."),
             ("readings_stored", state.readings_stored, "Telemetry readings stored."),
         ):

@@ -342,6 +342,9 @@ TELEMETRY_TOPICS = env_list("TELEMETRY_TOPICS", "devices/+/telemetry,devices/+/t
 TELEMETRY_SHARE_GROUP = env("TELEMETRY_SHARE_GROUP")
 # Off on extra scale-out instances: $SYS statistics and presence stay with one monitor.
 MONITOR_PRESENCE = env_bool("MONITOR_PRESENCE", default=True)
+# How long the broker's client count may disagree with the clients believed online before the
+# dashboard warns and those clients turn uncertain (counts come every sys_interval).
+MONITOR_PRESENCE_BOUND_SECONDS = env_int("MONITOR_PRESENCE_BOUND_SECONDS", 30)
 TELEMETRY_MAX_BYTES = env_int("TELEMETRY_MAX_BYTES", 65536)
 TELEMETRY_RETENTION_DAYS = env_int("TELEMETRY_RETENTION_DAYS", 30)
 BROKER_STATS_RETENTION_DAYS = env_int("BROKER_STATS_RETENTION_DAYS", 7)

@@ -4,19 +4,26 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('monitor', '0005_delivery_cursor'),
+        ("monitor", "0005_delivery_cursor"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='DeliveryLedger',
+            name="DeliveryLedger",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('consumer', models.CharField(help_text='host:pid:random.', max_length=255, unique=True)),
-                ('keys', models.TextField(help_text='Space-separated message digests.')),
-                ('updated_at', models.DateTimeField()),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "consumer",
+                    models.CharField(help_text="host:pid:random.", max_length=255, unique=True),
+                ),
+                ("keys", models.TextField(help_text="Space-separated message digests.")),
+                ("updated_at", models.DateTimeField()),
             ],
         ),
     ]

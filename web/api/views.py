@@ -7,6 +7,7 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action, api_view, permission_classes
+from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -162,10 +163,19 @@ def explain(request: Request) -> Response:
     )
 
 
+class ClientPagination(PageNumberPagination):
+    """`page_size` up to 1,000: a whole fleet's online set in one request, not twenty."""
+
+    page_size_query_param = "page_size"
+    max_page_size = 1000
+
+
 class ClientViewSet(viewsets.ReadOnlyModelViewSet):
-    """Clients seen by the monitor. `status`: online, offline, never_seen, uncertain."""
+    """Clients seen by the monitor. `status`: online, offline, never_seen, uncertain
+    (online ones whose evidence predates an outage or a disagreeing count)."""
 
     filterset_class = filters.ClientFilter
+    pagination_class = ClientPagination
     search_fields = ["client_id", "username"]
     ordering_fields = ["last_seen", "client_id", "first_seen", "message_count"]
 

@@ -10,7 +10,7 @@ from django.shortcuts import render
 from django.utils import timezone
 
 from brokerauth.models import AuthEvent
-from monitor.models import BrokerStat, Client, LoginRefusal, MonitorState
+from monitor.models import BrokerStat, LoginRefusal, MonitorState
 from web import charts, series
 from web.views import after_of, live_login_required, period_of
 
@@ -41,8 +41,8 @@ def status(now: datetime) -> dict[str, Any]:
     return {
         "version": stats.get(SYS + "version", "unknown"),
         "uptime": uptime_text(stats.get(SYS + "uptime")),
-        "broker_connected": stats.get(SYS + "clients/connected"),
-        "online": Client.objects.online().count(),
+        # The card and the banner read the same numbers as the list, the API and /metrics.
+        "presence": state.presence(),
         "refused_broker": LoginRefusal.objects.filter(at__gte=hour_ago).count(),
         "refused_auth": AuthEvent.objects.filter(
             kind=AuthEvent.Kind.LOGIN, allowed=False, created_at__gte=hour_ago
