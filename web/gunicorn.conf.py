@@ -30,8 +30,8 @@ workers = env_int("WEB_CONCURRENCY", min(2 * multiprocessing.cpu_count() + 1, 8)
 # "Revocation"), never a whole process: auth calls keep the worker's other threads.
 worker_class = "gthread"
 threads = env_int("GUNICORN_THREADS", 4)
-# The broker's plugin gives up after 5 s (auth_opt_http_timeout): a request still running at
-# 30 s is stuck, not slow.
+# The project's plugin gives up after 2 s, go-auth after 5 (http_timeout): a request still
+# running at 30 s is stuck, not slow.
 timeout = env_int("GUNICORN_TIMEOUT", 30)
 # On SIGTERM, workers finish the requests in flight for this long before being killed.
 graceful_timeout = env_int("GUNICORN_GRACEFUL_TIMEOUT", 20)
