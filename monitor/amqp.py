@@ -297,6 +297,7 @@ class ClusterSubscriber:
             except (pika.exceptions.AMQPError, OSError) as exc:
                 # Nothing acknowledged is lost: what was not yet written goes back to the queue.
                 dropped = self.ingest.drop_pending_telemetry()
+                self.last_tag = 0  # delivery tags belong to the lost channel
                 self.ready.clear()
                 log.warning(
                     "no RabbitMQ connection (%s); %d readings left to redelivery; retry in %.0f s",
