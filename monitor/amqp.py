@@ -381,12 +381,7 @@ class ClusterSubscriber:
             self.db(lambda: self.connections.closed(item))
 
     def flush(self, channel: Any) -> None:
-        try:
-            close_old_connections()
-            self.ingest.flush()
-        except Exception:
-            log.exception("could not write a batch; keeping it and retrying")
-            close_old_connections()
+        if not self.ingest.commit():
             self.sleep(RETRY_SECONDS)
             return
         if self.last_tag:

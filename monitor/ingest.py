@@ -23,6 +23,7 @@ from django.db import (
     DatabaseError,
     DataError,
     IntegrityError,
+    close_old_connections,
     connection,
     transaction,
 )
@@ -251,6 +252,18 @@ class Ingest:
         self.ledger = None  # other consumers commit too: read again for the next redelivery
         self.stored += stored
         return stored
+
+    def commit(self) -> bool:
+        """flush() for the monitor's loops: False when the batch could not be written (logged,
+        kept for the retry, nothing to acknowledge), True when the caller may acknowledge."""
+        try:
+            close_old_connections()
+            self.flush()
+        except Exception:
+            log.exception("could not write a batch; keeping it and retrying")
+            close_old_connections()
+            return False
+        return True
 
     def write_batch(self, batch: Batch) -> int:
         """One transaction for the whole batch; when it fails for its data rather than for the

@@ -274,12 +274,7 @@ class Subscriber:
             self.ingest.presence.monitor_connected(self.options.username, now)
 
     def flush(self) -> None:
-        try:
-            close_old_connections()
-            self.ingest.flush()
-        except Exception:
-            log.exception("could not write a batch; keeping it and retrying")
-            close_old_connections()
+        if not self.ingest.commit():
             self.stopping.wait(DB_RETRY_SECONDS)
             return
         current = [i for i in self.unacked if i.generation == self.generation]
